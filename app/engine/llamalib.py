@@ -1,0 +1,62 @@
+"""Process-wide llama.cpp set-up: backend initialisation and log capture.
+
+llama.cpp and mtmd print their logs to stderr by default, which floods a
+terminal and a test log. We route both to a small ring buffer instead: the
+last lines become the detail of an error message when a load fails, and
+``WEB2CODE_LLAMA_LOG=1`` passes them through for debugging.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import ctypes
+import os
+import sys
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+_lock = threading.Lock()
+_initialised = False
+_callback: Any = None  # keep the ctypes callback alive for the life of the process
+_recent: collections.deque[str] = collections.deque(maxlen=200)
+
+
+def _on_log(level: int, text: bytes | None, user_data: ctypes.c_void_p | None) -> None:
+    if not text:
+        return
+    line = text.decode("utf-8", errors="replace")
+    _recent.append(line.rstrip("\n"))
+    if os.environ.get("WEB2CODE_LLAMA_LOG"):
+        sys.stderr.write(line)
+
+
+def init() -> None:
+    """Initialise llama.cpp's backends once and capture its logs."""
+    global _initialised, _callback
+    with _lock:
+        if _initialised:
+            return
+        import llama_cpp
+        from llama_cpp import mtmd_cpp
+
+        _callback = llama_cpp.llama_log_callback(_on_log)
+        llama_cpp.llama_log_set(_callback, ctypes.c_void_p(0))
+        mtmd_cpp.mtmd_log_set(_callback, ctypes.c_void_p(0))
+        mtmd_cpp.mtmd_helper_log_set(_callback, ctypes.c_void_p(0))
+        llama_cpp.llama_backend_init()
+        _initialised = True
+
+
+def recent_log(n: int = 12) -> list[str]:
+    """The last n non-empty lines llama.cpp logged (for error details)."""
+    lines = [ln for ln in _recent if ln.strip()]
+    return lines[-n:]
+
+
+@contextlib.contextmanager
+def quiet_llama_logs() -> Iterator[None]:
+    """Make sure llama.cpp is initialised with its logs captured, then run the block."""
+    init()
+    yield

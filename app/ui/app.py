@@ -1,0 +1,37 @@
+"""Start the Qt application: environment, QApplication, main window."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from ..errors import Web2CodeError
+
+
+def prepare_qt_environment() -> None:
+    """Settings QtWebEngine needs before the QApplication exists."""
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        # Chromium refuses to run its sandbox as root.
+        os.environ.setdefault("QTWEBENGINE_DISABLE_SANDBOX", "1")
+    os.environ.setdefault("QTWEBENGINE_CHROMIUM_FLAGS", "--log-level=3")
+    if sys.platform.startswith("linux") and not (
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or os.environ.get("QT_QPA_PLATFORM")
+    ):
+        raise Web2CodeError(
+            "no display: start Web2Code from a desktop session "
+            "(or set QT_QPA_PLATFORM=offscreen for headless use)")
+
+
+def run_gui(image: str | None = None) -> int:
+    prepare_qt_environment()
+    import PySide6.QtWebEngineWidgets  # noqa: F401  (must precede the QApplication)
+    from PySide6.QtWidgets import QApplication
+
+    from .main_window import MainWindow
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName("Web2Code")
+    app.setOrganizationName("Web2Code")
+    win = MainWindow()
+    win.show()
+    return int(app.exec())
