@@ -43,6 +43,10 @@ class Web2CodeError(Exception):
     def __str__(self) -> str:
         return self.message
 
+    def __reduce__(self) -> tuple[type[Web2CodeError], tuple[str], dict[str, str]]:
+        # Keep ``detail`` when the worker process pickles an error across the pipe.
+        return (type(self), (self.message,), {"detail": self.detail})
+
 
 class RequestError(Web2CodeError):
     """The request itself is invalid: empty instruction, out-of-range sampling value."""

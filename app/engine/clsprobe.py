@@ -78,13 +78,15 @@ def _weights(seed: int = 1234) -> dict[str, F32]:
 
 def _image(seed: int = 99) -> npt.NDArray[np.uint8]:
     rng = np.random.default_rng(seed)
-    return rng.integers(0, 256, size=(IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
+    img: npt.NDArray[np.uint8] = rng.integers(0, 256, size=(IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
+    return img
 
 
 def _layer_norm(x: F32, w: F32, b: F32, eps: float = 1e-5) -> F32:
     mu = x.mean(-1, keepdims=True)
     var = ((x - mu) ** 2).mean(-1, keepdims=True)
-    return ((x - mu) / np.sqrt(var + eps) * w + b).astype(np.float32)
+    out: F32 = ((x - mu) / np.sqrt(var + eps) * w + b).astype(np.float32)
+    return out
 
 
 def _gelu_tanh(x: F32) -> F32:
