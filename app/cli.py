@@ -1,38 +1,486 @@
 """The ``web2code`` command: the desktop application, and subcommands for scripts.
 
-``web2code`` alone starts the application. User mistakes print one line on
-stderr and exit with status 2, never a traceback.
+``web2code`` (optionally with an image) starts the application;
+``web2code generate``, ``ask`` and ``models`` work without a display. User
+mistakes print one line on stderr and exit with status 2, never a traceback;
+a request that fails for another reason (the model) exits with status 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import io
+import json
 import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
 
 from . import __version__
 from .errors import Web2CodeError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+
+
+class UsageError(Web2CodeError):
+    """A command-line mistake (exit status 2)."""
+
+
+# ----------------------------------------------------------------- arguments
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--model", type=Path, metavar="M.gguf", help="text model GGUF (with --mmproj)")
+    g.add_argument("--mmproj", type=Path, metavar="P.gguf", help="vision projector GGUF (with --model)")
+    g.add_argument("--models-dir", type=Path, metavar="DIR",
+                   help="folder of converted pairs (default: the user data folder, or $WEB2CODE_MODELS_DIR)")
+    g.add_argument("--quant", default=None, help="which installed quantization to use (default: Q4_K_M)")
+    g.add_argument("--backend", metavar="URL",
+                   help="an OpenAI-compatible server (e.g. llama-server) instead of the local engine")
+    g.add_argument("--api-key", default=None, help="API key for --backend (or $WEB2CODE_API_KEY)")
+    g.add_argument("--gpu-layers", default="auto", metavar="N",
+                   help="layers to offload to the GPU: auto (all that fit), 0 (CPU) or N")
+    g.add_argument("--no-vision-gpu", action="store_true", help="run the vision encoder on the CPU")
+    g.add_argument("--threads", type=int, default=0, metavar="N", help="CPU threads (default: physical cores)")
+    g.add_argument("--flash-attn", action="store_true", help="use flash attention")
+
+
+def _add_sampling_args(p: argparse.ArgumentParser, *, instruction: bool) -> None:
+    g = p.add_argument_group("sampling")
+    if instruction:
+        g.add_argument("--instruction", default=None,
+                       help="what to ask for (default: 'Please generate html code for the given image')")
+    g.add_argument("--temperature", type=float, default=None, metavar="T",
+                   help="0 = greedy, deterministic (default 0.2)")
+    g.add_argument("--top-p", type=float, default=None, metavar="P")
+    g.add_argument("--top-k", type=int, default=None, metavar="K")
+    g.add_argument("--repeat-penalty", type=float, default=None, metavar="R")
+    g.add_argument("--seed", type=int, default=None, metavar="S")
+    g.add_argument("--max-tokens", type=int, default=None, metavar="N")
+    g.add_argument("--stream", action="store_true", help="print the text while it is generated")
+    g.add_argument("--json", action="store_true", help="print one JSON object (or a batch report)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="web2code",
         description="Web2Code: turn a picture of a webpage into HTML, privately, on this machine.",
+        epilog="Without a command, the desktop application starts (optionally with IMAGE open).",
     )
     p.add_argument("--version", action="version", version=f"web2code {__version__}")
-    p.add_argument("image", nargs="?", help="an image to open in the application")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    g = sub.add_parser("generate", help="write HTML for one or more images",
+                       description="Write HTML for images. Several images or a folder run as a batch.")
+    g.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files or folders")
+    g.add_argument("-o", "--output", type=Path, metavar="OUT.html", help="write the HTML here (one image)")
+    g.add_argument("--out-dir", type=Path, metavar="DIR", help="batch output folder (one .html per image)")
+    g.add_argument("--jobs", type=int, default=1, metavar="N", help="concurrent requests (remote backend)")
+    g.add_argument("--variants", type=int, default=1, metavar="N",
+                   help="generate N variants together, sharing the encoded image")
+    _add_model_args(g)
+    _add_sampling_args(g, instruction=True)
+
+    a = sub.add_parser("ask", help="answer a question about a webpage image")
+    a.add_argument("image", type=Path, metavar="IMAGE")
+    a.add_argument("question", metavar="QUESTION")
+    _add_model_args(a)
+    _add_sampling_args(a, instruction=False)
+
+    m = sub.add_parser("models", help="list or verify installed model pairs")
+    msub = m.add_subparsers(dest="models_command", metavar="ACTION", required=True)
+    ml = msub.add_parser("list", help="list installed pairs")
+    ml.add_argument("--models-dir", type=Path, metavar="DIR")
+    ml.add_argument("--json", action="store_true")
+    mv = msub.add_parser("verify", help="check a pair (a manifest folder, a manifest.json or a model GGUF)")
+    mv.add_argument("path", type=Path)
+    mv.add_argument("--mmproj", type=Path, help="the projector, when PATH is a model GGUF")
+    mv.add_argument("--json", action="store_true")
+
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+COMMANDS = ("generate", "ask", "models")
+
+
+# ---------------------------------------------------------------- backends
+def _params(args: argparse.Namespace, instruction: str | None) -> Any:
+    from .engine.events import GenerationParams
+
+    values: dict[str, Any] = {}
+    for name in ("temperature", "top_p", "top_k", "repeat_penalty", "seed", "max_tokens"):
+        v = getattr(args, name, None)
+        if v is not None:
+            values[name] = v
+    if instruction is not None:
+        values["instruction"] = instruction
+    if getattr(args, "variants", 1) != 1:
+        values["n_variants"] = args.variants
+    return GenerationParams(**values)
+
+
+def _gpu_layers(value: str) -> int | None:
+    if value == "auto":
+        return None
     try:
+        n = int(value)
+    except ValueError:
+        raise UsageError(f"--gpu-layers must be auto, 0 or a number, not {value!r}") from None
+    if n < 0:
+        raise UsageError("--gpu-layers must not be negative")
+    return n
+
+
+def resolve_pair(args: argparse.Namespace) -> Any:
+    from .config import models_dir
+    from .engine.pair import ModelPair, choose, discover
+
+    if args.model or args.mmproj:
+        if not (args.model and args.mmproj):
+            raise UsageError("--model and --mmproj go together")
+        return ModelPair(model=args.model, mmproj=args.mmproj, name=args.model.stem)
+    folder = models_dir(args.models_dir)
+    pairs = discover(folder)
+    if args.quant:
+        pairs = [p for p in pairs if p.quant == args.quant]
+    pair = choose(pairs, args.quant or "Q4_K_M")
+    if pair is None:
+        raise UsageError(
+            f"no model pair in {folder}{' with quant ' + args.quant if args.quant else ''}: convert one with "
+            "web2code-convert, or pass --model and --mmproj")
+    return pair
+
+
+def make_backend(args: argparse.Namespace) -> Any:
+    if args.backend:
+        import os
+
+        from .engine.remote import RemoteBackend
+
+        offset = None
+        if args.model or args.mmproj or args.models_dir:
+            from .engine.pair import inspect_pair
+
+            offset = inspect_pair(resolve_pair(args)).logit_offset
+        return RemoteBackend(args.backend, api_key=args.api_key or os.environ.get("WEB2CODE_API_KEY"),
+                             logit_offset=offset)
+    from .engine.backend import LocalBackend
+    from .engine.session import EngineOptions
+
+    if args.threads < 0:
+        raise UsageError("--threads must not be negative")
+    opts = EngineOptions(n_gpu_layers=_gpu_layers(args.gpu_layers), vision_gpu=not args.no_vision_gpu,
+                         n_threads=args.threads, flash_attention=args.flash_attn)
+    return LocalBackend(resolve_pair(args), opts)
+
+
+# ---------------------------------------------------------------- running
+@dataclass
+class Outcome:
+    """What one request produced."""
+
+    text: str = ""
+    token_ids: list[int] = field(default_factory=list)
+    stats: Any = None
+    error: str = ""
+    variants: dict[int, str] = field(default_factory=dict)
+
+
+def consume(events: Iterator[Any], stream_to: TextIO | None = None,
+            on_progress: Any = None) -> Outcome:
+    from .engine.events import Failed, Finished, Progress, Token
+
+    out = Outcome()
+    texts: dict[int, list[str]] = {}
+    for ev in events:
+        if isinstance(ev, Token):
+            variant = getattr(ev, "variant", 0)
+            texts.setdefault(variant, []).append(ev.text)
+            if variant == 0:
+                out.token_ids.append(ev.token_id)
+                if stream_to is not None:
+                    stream_to.write(ev.text)
+                    stream_to.flush()
+        elif isinstance(ev, Finished):
+            if getattr(ev.stats, "variant", 0) == 0:
+                out.stats = ev.stats
+        elif isinstance(ev, Failed):
+            out.error = ev.message
+        elif isinstance(ev, Progress) and on_progress is not None:
+            on_progress(ev)
+    out.variants = {k: "".join(v).strip() for k, v in sorted(texts.items())}
+    out.text = out.variants.get(0, "")
+    if stream_to is not None and out.text:
+        stream_to.write("\n")
+    return out
+
+
+def _timings(stats: Any) -> dict[str, float]:
+    if stats is None:
+        return {}
+    return {"load_s": round(stats.load_s, 4), "image_encode_s": round(stats.image_encode_s, 4),
+            "prefill_s": round(stats.prefill_s, 4), "decode_s": round(stats.decode_s, 4),
+            "tokens_per_s": round(stats.tokens_per_s, 3)}
+
+
+def _collect_images(paths: Sequence[Path]) -> list[Path]:
+    found: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            found.extend(sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES and q.is_file()))
+        elif p.exists():
+            found.append(p)
+        else:
+            raise UsageError(f"no such file: {p}")
+    if not found:
+        raise UsageError("no images found in " + ", ".join(str(p) for p in paths))
+    return found
+
+
+def _write_text(path: Path, text: str) -> None:
+    from .config import atomic_write_bytes
+
+    try:
+        atomic_write_bytes(path, text.encode("utf-8"))
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def _progress_line(ev: Any) -> None:
+    if ev.fraction is not None and sys.stderr.isatty():
+        sys.stderr.write(f"\r{ev.message or ev.phase}: {ev.fraction * 100:5.1f}%\x1b[K")
+        if ev.fraction >= 1.0:
+            sys.stderr.write("\r\x1b[K")
+        sys.stderr.flush()
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from .engine.html import extract_html
+
+    images = _collect_images(args.images)
+    batch = len(images) > 1 or any(p.is_dir() for p in args.images)
+    if batch:
+        return _batch(args, images)
+    if args.output and args.out_dir:
+        raise UsageError("use -o for one image or --out-dir for a batch, not both")
+    params = _params(args, args.instruction)
+    with make_backend(args) as backend:
+        session = getattr(backend, "session", None)
+        events = backend.generate(images[0], params)
+        out = consume(events, sys.stdout if args.stream and not args.json else None,
+                      on_progress=None if args.json else _progress_line)
+        if out.error:
+            print(f"error: {out.error}", file=sys.stderr)
+            return 1
+        html = extract_html(out.text)
+        if args.output:
+            _write_text(args.output, html)
+        elif args.out_dir:
+            _write_text(args.out_dir / (images[0].stem + ".html"), html)
+        if args.json:
+            session = getattr(backend, "session", session)
+            obj = {
+                "html": html, "text": out.text, "token_ids": out.token_ids,
+                "prompt_token_ids": _prompt_ids(backend, images[0], params.instruction),
+                "n_prompt_tokens": out.stats.n_prompt_tokens if out.stats else 0,
+                "timings": _timings(out.stats),
+                "finish_reason": out.stats.finish_reason if out.stats else "",
+                "seed": getattr(out.stats, "seed", None),
+            }
+            if len(out.variants) > 1:
+                obj["variants"] = [extract_html(t) for _, t in sorted(out.variants.items())]
+            print(json.dumps(obj, ensure_ascii=False))
+        elif not args.stream and not args.output and not args.out_dir:
+            print(html)
+        if out.stats and out.stats.max_tokens_clamped:
+            print("note: --max-tokens was lowered to what fits in the 2048-token context", file=sys.stderr)
+    return 0
+
+
+def _prompt_ids(backend: Any, image: Path, instruction: str) -> list[int] | None:
+    session = getattr(backend, "session", None)
+    if session is None:
+        return None
+    ids: list[int] = session.prompt_token_ids(image, instruction)
+    return ids
+
+
+def _batch(args: argparse.Namespace, images: list[Path]) -> int:
+    from .engine.html import extract_html
+
+    if args.output:
+        raise UsageError("-o names one output file; use --out-dir for several images")
+    out_dir: Path = args.out_dir or Path("web2code-out")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create {out_dir}: {exc.strerror or exc}") from exc
+    if args.jobs < 1:
+        raise UsageError("--jobs must be at least 1")
+    params = _params(args, args.instruction)
+    rows: list[dict[str, Any]] = []
+    lock = threading.Lock()
+    done = 0
+    t_start = time.perf_counter()
+    with make_backend(args) as backend:
+        jobs = args.jobs if args.backend else 1  # one local model runs one request at a time
+
+        def one(path: Path) -> dict[str, Any]:
+            nonlocal done
+            t0 = time.perf_counter()
+            row: dict[str, Any] = {"image": str(path), "output": "", "status": "ok", "error": ""}
+            try:
+                b = backend if jobs == 1 else backend.clone()
+                out = consume(b.generate(path, params))
+                if out.error:
+                    row.update(status="failed", error=out.error)
+                else:
+                    target = out_dir / (path.stem + ".html")
+                    _write_text(target, extract_html(out.text))
+                    row["output"] = str(target)
+                    row["n_generated"] = out.stats.n_generated if out.stats else 0
+                    row.update(_timings(out.stats))
+            except Web2CodeError as exc:
+                row.update(status="failed", error=str(exc))
+            row["wall_s"] = round(time.perf_counter() - t0, 3)
+            with lock:
+                done += 1
+                sys.stderr.write(f"\r[{done}/{len(images)}] {path.name}: {row['status']}\x1b[K\n"
+                                 if sys.stderr.isatty() else f"[{done}/{len(images)}] {path.name}: "
+                                 f"{row['status']}{' (' + row['error'] + ')' if row['error'] else ''}\n")
+            return row
+
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            rows = list(pool.map(one, images))
+    report = {"images": len(rows), "ok": sum(r["status"] == "ok" for r in rows),
+              "failed": sum(r["status"] != "ok" for r in rows),
+              "wall_s": round(time.perf_counter() - t_start, 3), "results": rows}
+    _write_text(out_dir / "report.json", json.dumps(report, indent=2))
+    buf = io.StringIO()
+    cols = ["image", "status", "output", "error", "n_generated", "load_s", "image_encode_s", "prefill_s",
+            "decode_s", "tokens_per_s", "wall_s"]
+    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+    _write_text(out_dir / "report.csv", buf.getvalue())
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False))
+    else:
+        print(f"{report['ok']} of {len(rows)} done, {report['failed']} failed; report: "
+              f"{out_dir / 'report.json'}", file=sys.stderr)
+    return 0 if report["failed"] == 0 else 1
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    params = _params(args, None)
+    if not args.image.exists():
+        raise UsageError(f"no such file: {args.image}")
+    with make_backend(args) as backend:
+        out = consume(backend.ask(args.image, args.question, params),
+                      sys.stdout if args.stream and not args.json else None,
+                      on_progress=None if args.json else _progress_line)
+        if out.error:
+            print(f"error: {out.error}", file=sys.stderr)
+            return 1
+        if args.json:
+            print(json.dumps({
+                "text": out.text, "token_ids": out.token_ids,
+                "prompt_token_ids": _prompt_ids(backend, args.image, args.question),
+                "n_prompt_tokens": out.stats.n_prompt_tokens if out.stats else 0,
+                "timings": _timings(out.stats),
+            }, ensure_ascii=False))
+        elif not args.stream:
+            print(out.text)
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from .config import models_dir
+    from .engine.pair import broken_manifests, discover, inspect_pair
+
+    if args.models_command == "list":
+        folder = models_dir(args.models_dir)
+        pairs = discover(folder)
+        if args.json:
+            print(json.dumps([{"name": p.name, "quant": p.quant, "model": str(p.model), "mmproj": str(p.mmproj),
+                               "pair_id": p.pair_id, "size_bytes": p.size_bytes} for p in pairs]))
+            return 0
+        if not pairs:
+            print(f"no model pairs in {folder} (convert one with web2code-convert)", file=sys.stderr)
+        for p in pairs:
+            print(f"{p.name:32} {p.quant:8} {p.size_bytes / 2**30:7.2f} GiB  {p.model}")
+        for m in broken_manifests(folder):
+            print(f"broken: {m} (unreadable, or its files are missing)", file=sys.stderr)
+        return 0
+    pair = _pair_from_path(args.path, args.mmproj)
+    info = inspect_pair(pair)
+    from .engine.backend import LocalBackend
+    from .engine.events import GenerationParams
+    from .engine.session import EngineOptions
+
+    smoke = _smoke_image()
+    with LocalBackend(pair, EngineOptions(n_gpu_layers=0)) as backend:
+        out = consume(backend.generate(smoke, GenerationParams(temperature=0.0, max_tokens=1)))
+    result = {"model": str(pair.model), "mmproj": str(pair.mmproj), "n_embd": info.n_embd,
+              "n_vocab": info.n_vocab, "pair_id": info.pair_id, "warnings": list(info.warnings),
+              "smoke_run": "ok" if not out.error else out.error}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for w in info.warnings:
+            print(f"warning: {w}", file=sys.stderr)
+        print(f"ok: {pair.model.name} + {pair.mmproj.name} (width {info.n_embd}, {info.n_vocab} tokens); "
+              f"one-token run: {result['smoke_run']}")
+    return 0 if not out.error else 1
+
+
+def _smoke_image() -> Any:
+    from PIL import Image
+
+    return Image.new("RGB", (336, 336), (255, 255, 255))
+
+
+def _pair_from_path(path: Path, mmproj: Path | None) -> Any:
+    from .engine.pair import MANIFEST_NAME, ModelPair, discover
+
+    if path.is_dir() or path.name == MANIFEST_NAME:
+        folder = path if path.is_dir() else path.parent
+        pairs = discover(folder)
+        if not pairs:
+            raise UsageError(f"no readable manifest.json with existing files in {folder}")
+        return pairs[0]
+    if mmproj is None:
+        raise UsageError("pass --mmproj with a model GGUF, or a folder with a manifest.json")
+    return ModelPair(model=path, mmproj=mmproj, name=path.stem)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    image = None
+    if argv and not argv[0].startswith("-") and argv[0] not in COMMANDS:
+        image = argv.pop(0)  # `web2code page.png` opens the image in the application
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.image = getattr(args, "image", None) if args.command else image
+    try:
+        if args.command == "generate":
+            return cmd_generate(args)
+        if args.command == "ask":
+            return cmd_ask(args)
+        if args.command == "models":
+            return cmd_models(args)
         from .ui.app import run_gui
 
         return run_gui(image=args.image)
-    except Web2CodeError as exc:
+    except Web2CodeError as exc:  # RequestError, UsageError, ModelError, ImageError...
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
         return 130
 
 
