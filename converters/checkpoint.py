@@ -1,0 +1,242 @@
+"""Reading a Hugging Face checkpoint folder one tensor at a time.
+
+A checkpoint is ``config.json`` plus weights in one of the two layouts
+Hugging Face writes: ``pytorch_model.bin`` / ``pytorch_model-0000k-of-0000n.bin``
+with ``pytorch_model.bin.index.json``, or the same with safetensors. Opening a
+checkpoint reads only metadata (names, shapes, dtypes) and checks that every
+shard is there and readable; :meth:`Checkpoint.get` then returns one tensor as
+an owned copy.
+
+Why the shard handles are dropped every few hundred MiB: both readers map the
+shard file, and every page read through a mapping counts in the process's
+resident set until the mapping goes away. Re-opening is cheap (only the
+pickle/header is parsed again), so a 14 GB checkpoint converts with a resident
+set bounded by the largest tensor, not by the shard size.
+
+Security: ``.bin`` shards are unpickled only with ``weights_only=True``
+(tensors and plain containers, no code); nothing from the checkpoint is ever
+executed.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, cast
+
+import torch
+from safetensors import safe_open
+
+from .errors import ConvertError
+
+CONFIG_NAME = "config.json"
+_LAYOUTS = (
+    # (index file, single-file name, format)
+    ("model.safetensors.index.json", "model.safetensors", "safetensors"),
+    ("pytorch_model.bin.index.json", "pytorch_model.bin", "bin"),
+)
+#: Drop a shard's mapping after this many bytes were read through it.
+RELEASE_AFTER_BYTES = 256 * 1024 * 1024
+
+
+class TensorSource(Protocol):
+    """Anything that hands out tensors by name (a checkpoint, or a dict in tests)."""
+
+    def get(self, name: str) -> torch.Tensor: ...
+
+
+class DictSource:
+    """A :class:`TensorSource` over tensors already in memory."""
+
+    def __init__(self, tensors: Mapping[str, torch.Tensor]) -> None:
+        self._tensors = tensors
+
+    def get(self, name: str) -> torch.Tensor:
+        return self._tensors[name]
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Where a tensor lives and what it looks like, known without reading it."""
+
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    shard: Path
+
+
+def short_list(names: list[str], limit: int = 8) -> str:
+    """``a, b, c and 12 more``: error messages name tensors but stay one line."""
+    shown = ", ".join(names[:limit])
+    return shown if len(names) <= limit else f"{shown} and {len(names) - limit} more"
+
+
+def read_json(path: Path, what: str) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConvertError(f"{what} not found: {path}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConvertError(f"cannot read {what} {path}: {e}") from None
+    if not isinstance(data, dict):
+        raise ConvertError(f"{what} {path} is not a JSON object")
+    return data
+
+
+def _load_bin(path: Path) -> dict[str, torch.Tensor]:
+    """Map a ``.bin`` shard with the safe unpickler; reject anything but tensors."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as e:
+        match = re.search(r"GLOBAL ([\w.]+)", str(e))
+        what = f" ({match.group(1)})" if match else ""
+        raise ConvertError(
+            f"{path.name} holds objects other than tensors{what}; refusing to unpickle them"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConvertError(f"{path.name} is truncated or corrupt: {first}") from None
+    if not isinstance(obj, dict):
+        raise ConvertError(f"{path.name} holds a {type(obj).__name__}, not a dictionary of tensors")
+    bad = [str(k) for k, v in obj.items() if not isinstance(v, torch.Tensor) or not isinstance(k, str)]
+    if bad:
+        raise ConvertError(f"{path.name} holds objects other than tensors: {short_list(bad)}")
+    return obj
+
+
+class _SafetensorsShard:
+    def __init__(self, path: Path) -> None:
+        try:
+            # safetensors' methods carry no type hints
+            self._f: Any = cast(Any, safe_open(str(path), framework="pt"))
+            self.names = list(self._f.keys())
+            self.infos: dict[str, tuple[tuple[int, ...], torch.dtype]] = {}
+            for name in self.names:
+                sl = self._f.get_slice(name)
+                shape = tuple(int(d) for d in sl.get_shape())
+                self.infos[name] = (shape, _SAFETENSORS_DTYPES[sl.get_dtype()])
+        except KeyError as e:
+            raise ConvertError(f"{path.name} has a tensor of unsupported dtype {e}") from None
+        except Exception as e:  # safetensors raises its own error type for every header problem
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ConvertError(f"{path.name} is truncated or corrupt: {first}") from None
+
+    def get(self, name: str) -> torch.Tensor:
+        t: torch.Tensor = self._f.get_tensor(name)
+        return t
+
+
+_SAFETENSORS_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+
+
+class _BinShard:
+    def __init__(self, path: Path) -> None:
+        self._sd = _load_bin(path)
+        self.names = list(self._sd)
+        self.infos = {k: (tuple(v.shape), v.dtype) for k, v in self._sd.items()}
+
+    def get(self, name: str) -> torch.Tensor:
+        return self._sd[name]
+
+
+class Checkpoint:
+    """A checkpoint folder: its config and lazily read tensors."""
+
+    def __init__(self, folder: Path, *, what: str = "checkpoint") -> None:
+        self.folder = folder
+        self.what = what
+        if not folder.is_dir():
+            raise ConvertError(f"{what} folder not found: {folder}")
+        self.config = read_json(folder / CONFIG_NAME, f"{CONFIG_NAME} of the {what}")
+        self.format, shards = self._find_shards()
+        self.tensors: dict[str, TensorInfo] = {}
+        for shard in shards:
+            handle = self._open(shard)
+            for name in handle.names:
+                if name in self.tensors:
+                    raise ConvertError(f"tensor {name} appears in two shards of {folder}")
+                shape, dtype = handle.infos[name]
+                self.tensors[name] = TensorInfo(shape, dtype, shard)
+            del handle
+        self._check_index()
+        self._open_path: Path | None = None
+        self._open_handle: _BinShard | _SafetensorsShard | None = None
+        self._read_since_open = 0
+
+    # -- layout -----------------------------------------------------------------------------------
+    def _find_shards(self) -> tuple[str, list[Path]]:
+        self._index: dict[str, str] = {}
+        for index_name, single_name, fmt in _LAYOUTS:
+            index_path = self.folder / index_name
+            if index_path.exists():
+                index = read_json(index_path, "weight index")
+                weight_map = index.get("weight_map")
+                if not isinstance(weight_map, dict) or not weight_map:
+                    raise ConvertError(f"{index_path} has no weight_map")
+                self._index = {str(k): str(v) for k, v in weight_map.items()}
+                shards = sorted({self.folder / v for v in self._index.values()})
+                missing = [p.name for p in shards if not p.is_file()]
+                if missing:
+                    raise ConvertError(
+                        f"shard {short_list(missing)} named in {index_name} is missing from {self.folder}"
+                    )
+                return fmt, shards
+            if (self.folder / single_name).is_file():
+                return fmt, [self.folder / single_name]
+        # A lone shard without its index is a layout we do not guess at.
+        names = " or ".join(f"{single} (or {index})" for index, single, _ in _LAYOUTS)
+        raise ConvertError(f"no weights in {self.folder}: expected {names}")
+
+    def _check_index(self) -> None:
+        misplaced = [
+            name for name, shard in self._index.items()
+            if name not in self.tensors or self.tensors[name].shard.name != shard
+        ]
+        if misplaced:
+            raise ConvertError(
+                f"tensors the weight index lists are not in their shards: {short_list(sorted(misplaced))}"
+            )
+
+    def _open(self, shard: Path) -> _BinShard | _SafetensorsShard:
+        return _SafetensorsShard(shard) if self.format == "safetensors" else _BinShard(shard)
+
+    # -- reading ----------------------------------------------------------------------------------
+    def __contains__(self, name: str) -> bool:
+        return name in self.tensors
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self.tensors[name].shape
+
+    def get(self, name: str) -> torch.Tensor:
+        """The tensor ``name`` as a contiguous copy that owns its memory."""
+        info = self.tensors[name]
+        if self._open_path != info.shard or self._read_since_open > RELEASE_AFTER_BYTES:
+            self.release()
+            self._open_handle = self._open(info.shard)
+            self._open_path = info.shard
+        assert self._open_handle is not None
+        t = self._open_handle.get(name).clone(memory_format=torch.contiguous_format)
+        self._read_since_open += t.numel() * t.element_size()
+        return t
+
+    def release(self) -> None:
+        """Unmap the open shard (its pages leave the resident set)."""
+        self._open_handle = None
+        self._open_path = None
+        self._read_since_open = 0
+
+    def names(self) -> Iterator[str]:
+        return iter(self.tensors)
+
+    def __enter__(self) -> Checkpoint:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
