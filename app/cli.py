@@ -30,6 +30,8 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".ti
 class UsageError(Web2CodeError):
     """A command-line mistake (exit status 2)."""
 
+    exit_code = 2
+
 
 # ----------------------------------------------------------------- arguments
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -187,6 +189,7 @@ class Outcome:
     token_ids: list[int] = field(default_factory=list)
     stats: Any = None
     error: str = ""
+    exit_code: int = 0  # 2 for a user mistake (bad image, wrong pair, bad parameter), 1 otherwise
     variants: dict[int, str] = field(default_factory=dict)
 
 
@@ -210,6 +213,7 @@ def consume(events: Iterator[Any], stream_to: TextIO | None = None,
                 out.stats = ev.stats
         elif isinstance(ev, Failed):
             out.error = ev.message
+            out.exit_code = ev.to_exception().exit_code
         elif isinstance(ev, Progress) and on_progress is not None:
             on_progress(ev)
     out.variants = {k: "".join(v).strip() for k, v in sorted(texts.items())}
@@ -275,7 +279,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
                       on_progress=None if args.json else _progress_line)
         if out.error:
             print(f"error: {out.error}", file=sys.stderr)
-            return 1
+            return out.exit_code
         html = extract_html(out.text)
         if args.output:
             _write_text(args.output, html)
@@ -385,7 +389,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
                       on_progress=None if args.json else _progress_line)
         if out.error:
             print(f"error: {out.error}", file=sys.stderr)
-            return 1
+            return out.exit_code
         if args.json:
             print(json.dumps({
                 "text": out.text, "token_ids": out.token_ids,
@@ -476,9 +480,9 @@ def main(argv: list[str] | None = None) -> int:
         from .ui.app import run_gui
 
         return run_gui(image=args.image)
-    except Web2CodeError as exc:  # RequestError, UsageError, ModelError, ImageError...
+    except Web2CodeError as exc:  # UsageError, RequestError, ModelError, ImageError, BackendError...
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

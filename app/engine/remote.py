@@ -192,9 +192,11 @@ class RemoteBackend(Backend):
                         n += 1
                     if choice.get("finish_reason"):
                         finish = "length" if choice["finish_reason"] == "length" else "stop"
-            if not done and n == 0:
-                yield Failed(f"The connection to {self._where} closed before an answer arrived.",
-                             error_type="BackendError")
+            if not done:
+                # Every OpenAI-compatible server ends a stream with [DONE]; without it the
+                # answer is incomplete, however many tokens arrived.
+                what = "before an answer arrived" if n == 0 else f"after {n} tokens, before the answer was complete"
+                yield Failed(f"The connection to {self._where} was lost {what}.", error_type="BackendError")
                 return False
             t_end = time.perf_counter()
             prompt_n = int(timings.get("prompt_n") or usage.get("prompt_tokens") or 0)
