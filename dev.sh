@@ -142,7 +142,7 @@ run_checks() {
     cd "$ROOT"
     local bin="$VENV/bin"
     say "ruff"
-    "$bin/ruff" check app converters tests bench packaging
+    "$bin/ruff" check .
     say "mypy (strict on app/engine and converters)"
     # mypy and import-linter read source folders, not the editable-install hook:
     # give them the installed layout (web2code.app, web2code.converters) with symlinks.

@@ -134,6 +134,8 @@ class Stats:
     n_gpu_layers_offloaded: int = 0
     seed: int | None = None  # the seed actually used, to reproduce this variant
     variant: int = 0
+    draft_tokens: int = 0  # speculative decoding: tokens drafted from the text so far
+    accepted_draft_tokens: int = 0  # ... and how many of them the model accepted
 
     def __post_init__(self) -> None:
         if self.finish_reason not in get_args(FinishReason):

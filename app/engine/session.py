@@ -42,6 +42,7 @@ from .events import Event, Finished, GenerationParams, Progress, Started, Stats,
 from .image import image_fingerprint, prepare_for_model
 from .pair import ModelPair, PairInfo, inspect_pair
 from .prompt import EOS_ID, Exchange, PartKind, Prompt, build_prompt
+from .speculative import NgramIndex, SamplingRule, sample, verify
 
 F32 = npt.NDArray[np.float32]
 
@@ -84,6 +85,8 @@ class EngineOptions:
     n_ubatch: int = 512
     kv_f32: bool = False  # exactness tests; F16 otherwise
     max_variants: int = 4
+    speculative: bool = True  # n-gram drafts verified in one batch (single sequence only)
+    draft_max: int = 8
 
     def threads(self) -> int:
         return self.n_threads if self.n_threads > 0 else physical_cores()
@@ -102,6 +105,14 @@ class _Seq:
     finish_reason: str = "stop"
     logits_index: int = -1
     t_first: float = 0.0
+
+
+@dataclass
+class _SpecResult:
+    n_generated: int = 0
+    drafted: int = 0
+    accepted: int = 0
+    finish_reason: str = "stop"
 
 
 class Session:
@@ -522,6 +533,21 @@ class Session:
             s.logits_index = -1
 
         t2 = time.perf_counter()
+        if n_var == 1 and self.options.speculative:
+            for s in seqs:
+                llama_cpp.llama_sampler_free(s.sampler)
+            spec = yield from self._generate_speculative(params, base_seed, n_prompt, max_new)
+            t_decode = time.perf_counter() - t2
+            reason = spec.finish_reason
+            yield Finished(Stats(
+                n_prompt_tokens=n_prompt, n_image_tokens=int(emb.shape[0]), n_generated=spec.n_generated,
+                load_s=self.load_s, image_encode_s=0.0 if reused_image else t_enc, prefill_s=t_prefill,
+                decode_s=t_decode, tokens_per_s=Stats.rate(spec.n_generated, t_decode),
+                finish_reason=reason,  # type: ignore[arg-type]
+                reused_image=reused_image, reused_prefix_tokens=reused, max_tokens_clamped=clamped,
+                devices=self.devices, n_gpu_layers_offloaded=self.n_gpu_layers_offloaded,
+                seed=base_seed, variant=0, draft_tokens=spec.drafted, accepted_draft_tokens=spec.accepted))
+            return
         cancelled = False
         try:
             while True:
@@ -578,6 +604,94 @@ class Session:
                 reused_image=reused_image, reused_prefix_tokens=reused, max_tokens_clamped=clamped,
                 devices=self.devices, n_gpu_layers_offloaded=self.n_gpu_layers_offloaded,
                 seed=(base_seed + s.seq_id) % 2**32, variant=s.seq_id))
+
+    def _generate_speculative(self, params: GenerationParams, seed: int, n_prompt: int,
+                              max_new: int) -> Generator[Token, None, _SpecResult]:
+        """One sequence with n-gram drafts verified in batches (see speculative.py).
+
+        Token choice happens here in numpy from llama.cpp's raw logits, with the
+        same offset, penalty, temperature, top-k and top-p as the sampler chain.
+        """
+        import llama_cpp
+
+        rule = SamplingRule(params.temperature, params.top_k, params.top_p, params.repeat_penalty)
+        rng = np.random.default_rng(seed)
+        offset = self.info.logit_offset
+        n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
+        mem = llama_cpp.llama_get_memory(self._ctx)
+        history: list[int] = [k if isinstance(k, int) else -1 for k in self._kv_keys]
+        index = NgramIndex()
+        index.extend(history)
+        n_prompt_hist = len(history)  # llama.cpp's penalties see generated tokens only
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        res = _SpecResult()
+        pos = n_prompt  # next free position
+        logits_rows: list[F32] = [self._logits_at(-1, n_vocab)]  # predicts the token at pos
+
+        def emit(tok: int) -> Token:
+            res.n_generated += 1
+            history.append(tok)
+            index.append(tok)
+            return Token(decoder.decode(self.token_bytes(tok)), tok, res.n_generated - 1, 0)
+
+        # The first token comes from the prompt's logits.
+        tok = sample(rule.probabilities(logits_rows[0], offset, history[n_prompt_hist:]), rng)
+        while True:
+            if llama_cpp.llama_vocab_is_eog(self._vocab, tok):
+                res.finish_reason = "stop"
+                return res
+            yield emit(tok)
+            if res.n_generated >= max_new:
+                res.finish_reason = "length"
+                return res
+            if self._cancel.is_set():
+                res.finish_reason = "cancelled"
+                return res
+            room = max_new - res.n_generated
+            drafts = index.draft(min(self.options.draft_max, room)) if room > 0 else []
+            batch = [tok, *drafts]
+            try:
+                self._decode_tokens(batch, pos, want_logits=[True] * len(batch))
+            except Cancelled:
+                res.finish_reason = "cancelled"
+                return res
+            res.drafted += len(drafts)
+            accepted_all = True
+            for i, d in enumerate(drafts):
+                p = rule.probabilities(self._logits_at(i, n_vocab), offset, history[n_prompt_hist:])
+                ok, chosen = verify(p, d, rng, rule.greedy)
+                if not ok:
+                    # Positions after the last accepted token hold rejected drafts: drop them.
+                    keep_until = pos + 1 + i
+                    llama_cpp.llama_memory_seq_rm(mem, 0, keep_until, -1)
+                    self._kv_keys.extend(batch[:i + 1])
+                    pos = keep_until
+                    tok = chosen
+                    accepted_all = False
+                    break
+                res.accepted += 1
+                if llama_cpp.llama_vocab_is_eog(self._vocab, d):
+                    res.finish_reason = "stop"
+                    self._kv_keys.extend(batch[:i + 2])
+                    return res
+                yield emit(d)
+                if res.n_generated >= max_new or self._cancel.is_set():
+                    res.finish_reason = "length" if res.n_generated >= max_new else "cancelled"
+                    self._kv_keys.extend(batch[:i + 2])
+                    llama_cpp.llama_memory_seq_rm(mem, 0, pos + i + 2, -1)
+                    return res
+            if accepted_all:
+                self._kv_keys.extend(batch)
+                pos += len(batch)
+                tok = sample(rule.probabilities(self._logits_at(len(batch) - 1, n_vocab), offset,
+                                                 history[n_prompt_hist:]), rng)
+
+    def _logits_at(self, i: int, n_vocab: int) -> F32:
+        import llama_cpp
+
+        ptr = llama_cpp.llama_get_logits_ith(self._ctx, i)
+        out: F32 = np.ctypeslib.as_array(ptr, shape=(n_vocab,)).copy()
+        return out
 
     def prompt_token_ids(self, image: Image.Image, instruction: str,
                          history: Sequence[Exchange] = ()) -> list[int]:

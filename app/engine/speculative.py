@@ -1,0 +1,160 @@
+"""Speculative decoding from the text itself (prompt lookup / n-gram drafts).
+
+HTML repeats its tags, classes and structure, so the tokens that follow the
+last few generated tokens have often appeared before. We draft the
+continuation of the most recent earlier occurrence of the current suffix
+n-gram and let the model verify all drafted tokens in one batched
+``llama_decode``: on a CPU, evaluating k+1 tokens at once costs far less than
+k+1 single-token steps (decode is memory-bound; the weights are read once).
+
+Output is unchanged:
+
+* greedy: a drafted token is kept only if it is the argmax; the first
+  mismatch is replaced by the argmax, exactly what plain greedy decoding
+  would have produced;
+* sampling: the standard speculative acceptance rule for a deterministic
+  draft (a point mass q on the drafted token d): accept d with probability
+  min(1, p(d)/q(d)) = p(d); on rejection sample from the residual
+  max(0, p − q) renormalised, i.e. p with d removed. The emitted tokens are
+  then distributed exactly as the model's sampling distribution p (after the
+  logit offset, repeat penalty, temperature, top-k and top-p).
+
+This module holds the model-free parts (the draft index and the sampling
+maths) so they can be tested on their own; session.py drives llama.cpp.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+F32 = npt.NDArray[np.float32]
+F64 = npt.NDArray[np.float64]
+
+
+class NgramIndex:
+    """Most recent position following each n-gram of a growing token history."""
+
+    def __init__(self, n_min: int = 2, n_max: int = 4) -> None:
+        if not 1 <= n_min <= n_max:
+            raise ValueError("need 1 <= n_min <= n_max")
+        self.n_min = n_min
+        self.n_max = n_max
+        self.tokens: list[int] = []
+        # n-gram -> index just after its most recent *completed* occurrence
+        self._next: dict[tuple[int, ...], int] = {}
+
+    def extend(self, tokens: Sequence[int]) -> None:
+        for t in tokens:
+            self.append(t)
+
+    def append(self, token: int) -> None:
+        # Before adding the token, register every n-gram that ends at the current end:
+        # its continuation is the token being appended.
+        toks = self.tokens
+        end = len(toks)
+        for n in range(self.n_min, self.n_max + 1):
+            if end >= n:
+                gram = tuple(toks[end - n:end])
+                if -1 not in gram:  # -1 marks the image: no draft crosses it
+                    self._next[gram] = end
+        toks.append(token)
+
+    def draft(self, k: int) -> list[int]:
+        """Up to k tokens that followed the longest suffix n-gram's last earlier occurrence."""
+        toks = self.tokens
+        for n in range(self.n_max, self.n_min - 1, -1):
+            if len(toks) < n:
+                continue
+            start = self._next.get(tuple(toks[-n:]))
+            if start is None:
+                continue
+            out = []
+            for t in toks[start:start + k]:
+                if t == -1:
+                    break
+                out.append(t)
+            if out:
+                return out
+        return []
+
+
+@dataclass(frozen=True)
+class SamplingRule:
+    """The sampling distribution, computed from raw logits as llama.cpp's chain would."""
+
+    temperature: float
+    top_k: int = 0
+    top_p: float = 1.0
+    repeat_penalty: float = 1.0
+    penalty_last_n: int = 64
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0.0
+
+    def adjusted(self, logits: F32, offset: F32 | None, history: Sequence[int]) -> F64:
+        """Logits after the offset and the repeat penalty (llama.cpp's rule: divide positive
+        logits by the penalty, multiply negative ones)."""
+        x = logits.astype(np.float64)
+        if offset is not None:
+            x = x + offset
+        if self.repeat_penalty != 1.0 and history:
+            recent = np.unique(np.asarray([t for t in history[-self.penalty_last_n:] if t >= 0], dtype=np.int64))
+            vals = x[recent]
+            x[recent] = np.where(vals > 0, vals / self.repeat_penalty, vals * self.repeat_penalty)
+        return x
+
+    def probabilities(self, logits: F32, offset: F32 | None, history: Sequence[int]) -> F64:
+        """p over the vocabulary (one-hot for greedy)."""
+        x = self.adjusted(logits, offset, history)
+        p = np.zeros_like(x)
+        if self.greedy:
+            p[int(np.argmax(x))] = 1.0
+            return p
+        if self.top_k > 0 and self.top_k < x.shape[0]:
+            cut = np.partition(x, -self.top_k)[-self.top_k]
+            x = np.where(x >= cut, x, -np.inf)
+        z = x / self.temperature
+        z = z - z.max()
+        e = np.exp(z)
+        p = e / e.sum()
+        if self.top_p < 1.0:
+            order = np.argsort(-p, kind="stable")
+            cum = np.cumsum(p[order])
+            keep = order[: int(np.searchsorted(cum, self.top_p)) + 1]
+            mask = np.zeros_like(p, dtype=bool)
+            mask[keep] = True
+            p = np.where(mask, p, 0.0)
+            p = p / p.sum()
+        return p
+
+
+def sample(p: F64, rng: np.random.Generator) -> int:
+    """One draw from p."""
+    u = rng.random()
+    c = np.cumsum(p)
+    return int(min(np.searchsorted(c, u * c[-1], side="right"), p.shape[0] - 1))
+
+
+def verify(p: F64, draft: int, rng: np.random.Generator, greedy: bool) -> tuple[bool, int]:
+    """Accept or replace one drafted token. Returns (accepted, token to emit).
+
+    Greedy: accepted iff the draft is the argmax. Sampling: accepted with
+    probability p(draft); otherwise a token from p with the draft removed.
+    """
+    if greedy:
+        best = int(np.argmax(p))
+        return best == draft, best
+    pd = float(p[draft])
+    if pd > 0.0 and rng.random() < pd:
+        return True, draft
+    residual = p.copy()
+    residual[draft] = 0.0
+    total = residual.sum()
+    if total <= 0.0:  # p was a point mass on the draft: acceptance was certain
+        return True, draft
+    return False, sample(residual / total, rng)

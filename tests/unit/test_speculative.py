@@ -1,0 +1,79 @@
+"""Speculative decoding's model-free parts: the n-gram draft index and the acceptance rule."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from web2code.app.engine.speculative import NgramIndex, SamplingRule, sample, verify
+
+
+def test_draft_continues_the_most_recent_earlier_occurrence() -> None:
+    idx = NgramIndex(n_min=2, n_max=3)
+    idx.extend([1, 2, 3, 4, 5, 9, 1, 2, 3, 7, 8, 1, 2, 3])
+    # Suffix (1, 2, 3) last occurred before "7, 8": the draft follows that occurrence.
+    assert idx.draft(4) == [7, 8, 1, 2]
+    idx.append(7)
+    assert idx.draft(2) == [8, 1]
+
+
+def test_no_draft_without_a_match_and_never_across_the_image() -> None:
+    idx = NgramIndex(n_min=2, n_max=4)
+    idx.extend([5, 6, -1, -1, 7, 8])
+    assert idx.draft(3) == []
+    idx.extend([5, 6])
+    assert idx.draft(3) == []  # what followed (5, 6) was the image
+    idx.extend([1, 2, 3, 1, 2])
+    assert idx.draft(5) == [3, 1, 2]
+
+
+def test_greedy_verification_accepts_only_the_argmax() -> None:
+    rng = np.random.default_rng(0)
+    p = np.array([0.1, 0.6, 0.3])
+    assert verify(p, 1, rng, greedy=True) == (True, 1)
+    assert verify(p, 2, rng, greedy=True) == (False, 1)
+
+
+@pytest.mark.parametrize("draft", [0, 2, 4])
+def test_sampling_verification_preserves_the_distribution(draft: int) -> None:
+    # Emitted tokens (the accepted draft, or the residual sample) must follow p exactly.
+    p = np.array([0.05, 0.40, 0.25, 0.20, 0.10])
+    rng = np.random.default_rng(1234)
+    n = 40_000
+    counts = np.zeros_like(p)
+    accepted = 0
+    for _ in range(n):
+        ok, tok = verify(p, draft, rng, greedy=False)
+        counts[tok] += 1
+        accepted += ok
+    expected = p * n
+    chi2 = float(((counts - expected) ** 2 / expected).sum())
+    assert chi2 < 20.5  # 4 degrees of freedom, p ≈ 0.0004
+    assert abs(accepted / n - p[draft]) < 0.01
+
+
+def test_a_rule_that_always_accepted_the_draft_would_be_caught() -> None:
+    # The chi-square check above is not vacuous: accepting every draft skews p.
+    p = np.array([0.05, 0.40, 0.25, 0.20, 0.10])
+    n = 40_000
+    counts = np.zeros_like(p)
+    counts[2] = n
+    expected = p * n
+    assert float(((counts - expected) ** 2 / expected).sum()) > 20.5
+
+
+def test_sampling_rule_matches_the_chain_semantics() -> None:
+    logits = np.array([2.0, 1.0, 0.5, -1.0], dtype=np.float32)
+    offset = np.array([0.0, 1.5, 0.0, 0.0], dtype=np.float32)
+    greedy = SamplingRule(0.0)
+    assert int(np.argmax(greedy.probabilities(logits, offset, []))) == 1  # the offset decides
+    rule = SamplingRule(1.0, top_k=2)
+    p = rule.probabilities(logits, None, [])
+    assert p[2] == 0 and p[3] == 0 and p[0] > p[1] > 0
+    top_p = SamplingRule(1.0, top_p=0.5).probabilities(logits, None, [])
+    assert np.count_nonzero(top_p) == 1
+    pen = SamplingRule(0.0, repeat_penalty=4.0).adjusted(logits, None, [0, 3])
+    assert pen[0] == pytest.approx(0.5) and pen[3] == pytest.approx(-4.0)
+    rng = np.random.default_rng(0)
+    draws = [sample(rule.probabilities(logits, None, []), rng) for _ in range(2000)]
+    assert set(draws) == {0, 1}
