@@ -130,7 +130,8 @@ class SamplingRule:
             mask[keep] = True
             p = np.where(mask, p, 0.0)
             p = p / p.sum()
-        return p
+        out: F64 = p
+        return out
 
 
 def sample(p: F64, rng: np.random.Generator) -> int:
