@@ -20,14 +20,17 @@ from typing import Any
 _lock = threading.Lock()
 _initialised = False
 _callback: Any = None  # keep the ctypes callback alive for the life of the process
-_recent: collections.deque[str] = collections.deque(maxlen=200)
+_recent: collections.deque[str] = collections.deque(maxlen=400)
+_count = 0  # lines logged since start (a mark for log_since)
 
 
 def _on_log(level: int, text: bytes | None, user_data: ctypes.c_void_p | None) -> None:
     if not text:
         return
+    global _count
     line = text.decode("utf-8", errors="replace")
     _recent.append(line.rstrip("\n"))
+    _count += 1
     if os.environ.get("WEB2CODE_LLAMA_LOG"):
         sys.stderr.write(line)
 
@@ -53,6 +56,17 @@ def recent_log(n: int = 12) -> list[str]:
     """The last n non-empty lines llama.cpp logged (for error details)."""
     lines = [ln for ln in _recent if ln.strip()]
     return lines[-n:]
+
+
+def log_mark() -> int:
+    """A position in the log, for :func:`log_since`."""
+    return _count
+
+
+def log_since(mark: int) -> list[str]:
+    """Lines logged after ``mark`` (as many as the ring buffer still holds)."""
+    n = min(_count - mark, len(_recent))
+    return list(_recent)[len(_recent) - n:] if n > 0 else []
 
 
 @contextlib.contextmanager

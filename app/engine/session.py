@@ -157,15 +157,26 @@ class Session:
                 return not self._cancel.is_set()
             self._progress_cb = llama_cpp.llama_progress_callback(_progress)
             mparams.progress_callback = self._progress_cb
-        mark = len(llamalib.recent_log(10_000))
+        mark = llamalib.log_mark()
         self._model = llama_cpp.llama_model_load_from_file(str(self.pair.model).encode(), mparams)
+        if not self._model and ngl is None and not self._cancel.is_set() and llama_cpp.llama_supports_gpu_offload():
+            # "auto" asked for every layer on the GPU and that did not fit: run on the CPU instead.
+            self.warnings.append("The model did not fit on the GPU; running on the CPU.")
+            mparams.n_gpu_layers = 0
+            self._model = llama_cpp.llama_model_load_from_file(str(self.pair.model).encode(), mparams)
         if not self._model:
             if self._cancel.is_set():
                 raise Cancelled("Loading the model was cancelled.")
             raise ModelError(f"llama.cpp could not load {self.pair.model.name}.",
                              detail="\n".join(llamalib.recent_log()))
         self._vocab = llama_cpp.llama_model_get_vocab(self._model)
-        self._parse_devices(llamalib.recent_log(10_000)[mark:])
+        self._parse_devices(llamalib.log_since(mark))
+        # Millisecond probe: does this llama.cpp put CLIP's class token first?
+        from .clsprobe import probe
+
+        self.cls_order_ok = probe().class_token_first
+        if not self.cls_order_ok:
+            self.warnings.append("This llama.cpp has the llava class-token bug: image generation is disabled.")
         self._create_context(self.options.n_ctx, 1)
         from llama_cpp import mtmd_cpp as mtmd
 
@@ -285,10 +296,6 @@ class Session:
         if hit is not None:
             self._images.move_to_end(fp)
             return fp, hit, True
-        if self.cls_order_ok is None:
-            from .clsprobe import probe
-
-            self.cls_order_ok = probe().class_token_first
         if not self.cls_order_ok:
             raise GenerationError(
                 "This llama.cpp build has the llava class-token bug (upstream issue 25814) and would "

@@ -281,3 +281,20 @@ def test_speculative_sampling_is_reproducible_by_seed(pair: ModelPair) -> None:
         a, _, fa, _ = _run(spec.generate(img, p))
         b, _, _, _ = _run(spec.generate(img, p))
     assert a == b and fa is not None and fa.stats.seed == 77
+
+
+def test_unpatched_llama_cpp_is_detected_and_image_generation_refused(pair: ModelPair,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from web2code.app.engine import clsprobe
+
+    real = clsprobe.probe()
+    assert real.class_token_first  # our build
+    # Simulate the stock graph: what the probe reports on an unpatched llama.cpp.
+    monkeypatch.setattr(clsprobe, "probe", lambda workdir=None: clsprobe.ProbeResult(False, 0.69, 0.0004))
+    with LocalBackend(pair, EngineOptions(n_gpu_layers=0)) as b:
+        events = list(b.generate(_image(), GenerationParams(max_tokens=2)))
+        assert b.session is not None and not b.session.cls_order_ok
+        assert any("class-token bug" in w for w in b.session.warnings)
+    failed = [e for e in events if isinstance(e, Failed)]
+    assert failed and "class-token bug" in failed[0].message
+    assert not any(isinstance(e, Token) for e in events)
