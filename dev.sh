@@ -60,8 +60,8 @@ ensure_venv() {
     want="$(install_hash "$py") ${extras}"
     if [ -f "$STAMP" ] && [ -x "$VENV/bin/python" ]; then
         local have; have="$(cat "$STAMP")"
-        # A test install (extras "test") also serves the plain run command.
-        if [ "$have" = "$want" ] || { [ -z "$extras" ] && [ "${have% *}" = "${want% *}" ]; }; then
+        # A test install (extras "test", which include "convert") also serves the run command.
+        if [ "$have" = "$want" ] || { [ "$extras" = "convert" ] && [ "$have" = "${want% *} test" ]; }; then
             return 0
         fi
     fi
@@ -161,7 +161,7 @@ run_checks() {
 cmd="${1:-}"; shift || true
 case "$cmd" in
     run)
-        ensure_venv ""
+        ensure_venv "convert"   # the application runs web2code-convert for "Get the model"
         qt_env
         exec "$VENV/bin/web2code" "$@"
         ;;
