@@ -81,6 +81,42 @@ def request_from_dict(d: dict[str, Any]) -> Request:
                    kind=d["kind"], history=tuple(Exchange(**e) for e in d["history"]))
 
 
+_launch_queue: queue.Queue[tuple[list[str], dict[str, str], queue.Queue[Any]]] = queue.Queue()
+_launcher_lock = threading.Lock()
+_launcher: threading.Thread | None = None
+
+
+def _launcher_loop() -> None:
+    while True:
+        cmd, env, reply = _launch_queue.get()
+        try:
+            reply.put(subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE, env=env, close_fds=True))
+        except OSError as exc:
+            reply.put(exc)
+
+
+def _launch(cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """Start a worker from one thread that lives as long as this process.
+
+    The child asks the kernel to kill it when its parent goes (PR_SET_PDEATHSIG),
+    and on Linux "parent" means the *thread* that forked it: a child started
+    from a short-lived request thread would die with that thread.
+    """
+    global _launcher
+    with _launcher_lock:
+        if _launcher is None or not _launcher.is_alive():
+            _launcher = threading.Thread(target=_launcher_loop, name="web2code-worker-launcher", daemon=True)
+            _launcher.start()
+    reply: queue.Queue[Any] = queue.Queue()
+    _launch_queue.put((cmd, env, reply))
+    result = reply.get()
+    if isinstance(result, OSError):
+        raise result
+    proc: subprocess.Popen[bytes] = result
+    return proc
+
+
 class WorkerBackend(Backend):
     """The GUI's default backend: LocalBackend in a child process."""
 
@@ -102,8 +138,7 @@ class WorkerBackend(Backend):
     def _start(self) -> subprocess.Popen[bytes]:
         env = dict(os.environ)
         env["PYTHONUNBUFFERED"] = "1"
-        proc = subprocess.Popen(worker_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, env=env, close_fds=True)
+        proc = _launch([*worker_command()], env)
         self._stderr.clear()
         assert proc.stderr is not None
         threading.Thread(target=self._drain_stderr, args=(proc.stderr,), daemon=True,

@@ -261,3 +261,22 @@ def test_remote_server_killed_mid_stream_is_a_clear_failure(pair: ModelPair) -> 
         pytest.skip("the server finished before it was killed")
     assert isinstance(last, Failed)
     assert "lost" in last.message or "closed" in last.message
+
+
+def test_worker_outlives_the_thread_that_started_it(pair: ModelPair) -> None:
+    # The GUI runs each request on some thread; the child must not die with it
+    # (PR_SET_PDEATHSIG follows the forking thread) and keep its loaded model.
+    with WorkerBackend(pair, EngineOptions(n_gpu_layers=0)) as worker:
+        results: list[list[Event]] = []
+
+        def one() -> None:
+            results.append(list(worker.generate(_image(), GenerationParams(temperature=0.0, max_tokens=3))))
+
+        for _ in range(2):
+            t = threading.Thread(target=one)
+            t.start()
+            t.join(120)
+            time.sleep(0.3)  # give a wrongly parented child time to be killed
+        assert all(isinstance(r[-1], Finished) for r in results) and len(results) == 2
+        second = results[1][-1]
+        assert isinstance(second, Finished) and second.stats.reused_image
