@@ -52,8 +52,8 @@ REAL_7B_CONFIG: dict[str, Any] = {
     },
 }
 TOKENIZER_ENV = "WEB2CODE_TOKENIZER_JSON"
-#: Where the reference tokenizer lives next to a checkout of this repository.
-_SHARED_TOKENIZER = Path(__file__).resolve().parents[2] / "shared/reference/crystalchat/tokenizer.json"
+#: The model's published tokenizer.json in a checkout of this repository (tests/data).
+_SHARED_TOKENIZER = Path(__file__).resolve().parents[1] / "tests" / "data" / "tokenizer.json"
 
 TEXT_PREFIX = "transformer."
 TOWER_INSIDE_PREFIX = "transformer.vision_tower.vision_tower.vision_model."

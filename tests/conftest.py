@@ -53,11 +53,7 @@ def _isolated_user_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: p
 
 @pytest.fixture(scope="session")
 def reference_tokenizer() -> Path:
-    """The model's real tokenizer.json (shared reference data beside the repo)."""
-    env = os.environ.get("WEB2CODE_REFERENCE_DIR")
-    candidates = [Path(env)] if env else []
-    candidates += [REPO.parent / "shared" / "reference" / "crystalchat", REPO / "tests" / "data"]
-    for c in candidates:
-        if (c / "tokenizer.json").is_file():
-            return c / "tokenizer.json"
-    pytest.fail("tokenizer.json of CrystalChat not found (set WEB2CODE_REFERENCE_DIR)")
+    """The model's published tokenizer.json (a copy of the shared reference data)."""
+    path = TESTS / "data" / "tokenizer.json"
+    assert path.is_file(), path
+    return path

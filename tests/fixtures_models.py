@@ -19,8 +19,6 @@ from typing import Any
 
 import pytest
 
-#: The published tokenizer, checked into the shared reference folder next to the repository.
-REFERENCE_TOKENIZER = Path(__file__).resolve().parents[2] / "shared/reference/crystalchat/tokenizer.json"
 #: Layer 0 of the tiny pair's model copies the token this many positions back.
 COPY_DISTANCE = 3
 
@@ -37,13 +35,6 @@ class TinyPair:
     def manifest_data(self) -> dict[str, Any]:
         data: dict[str, Any] = json.loads(self.manifest.read_text())
         return data
-
-
-@pytest.fixture(scope="session")
-def reference_tokenizer() -> Path:
-    if not REFERENCE_TOKENIZER.is_file():
-        pytest.skip(f"the reference tokenizer is not at {REFERENCE_TOKENIZER}")
-    return REFERENCE_TOKENIZER
 
 
 @pytest.fixture(scope="session")

@@ -25,13 +25,24 @@ def prepare_qt_environment() -> None:
 def run_gui(image: str | None = None) -> int:
     prepare_qt_environment()
     import PySide6.QtWebEngineWidgets  # noqa: F401  (must precede the QApplication)
+    from PySide6.QtCore import Qt
+    from PySide6.QtGui import QGuiApplication
     from PySide6.QtWidgets import QApplication
+
+    from .preview import register_scheme
+
+    register_scheme()  # before QtWebEngine starts
+    QGuiApplication.setHighDpiScaleFactorRoundingPolicy(Qt.HighDpiScaleFactorRoundingPolicy.PassThrough)
+    existing = QApplication.instance()
+    app = existing if isinstance(existing, QApplication) else QApplication(sys.argv[:1])
+    app.setApplicationName("Web2Code")
+    app.setOrganizationName("Web2Code")
+    app.setDesktopFileName("web2code")
 
     from .main_window import MainWindow
 
-    app = QApplication.instance() or QApplication(sys.argv[:1])
-    app.setApplicationName("Web2Code")
-    app.setOrganizationName("Web2Code")
     win = MainWindow()
     win.show()
+    if image:
+        win.open_path(image)
     return int(app.exec())

@@ -20,10 +20,8 @@ from web2code.app.engine.prompt import (
 )
 from web2code.app.errors import RequestError
 
-# The reference tokenizer lives in the shared/ folder beside the checkout (or inside it).
-_REPO = Path(__file__).resolve().parents[2]
-_CANDIDATES = [b / "shared" / "reference" / "crystalchat" / "tokenizer.json" for b in (_REPO.parent, _REPO)]
-TOKENIZER_JSON = next((c for c in _CANDIDATES if c.exists()), _CANDIDATES[0])
+# The model's published tokenizer.json, kept in the repository's test data.
+TOKENIZER_JSON = Path(__file__).resolve().parents[1] / "data" / "tokenizer.json"
 
 TRAINING_TEXT = (
     "A chat between a curious user and an artificial intelligence assistant. The assistant gives "

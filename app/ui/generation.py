@@ -1,0 +1,200 @@
+"""Running backend requests off the GUI thread, and choosing the backend from the settings."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
+
+from .. import config
+from ..engine import pair as pairs
+from ..engine.backend import Backend, Request
+from ..engine.events import Event, Failed
+from ..errors import BackendError, Web2CodeError
+
+
+class _Runner(QObject):
+    """Lives on the engine thread and runs the jobs handed to it, one after another."""
+
+    submit = Signal(object)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.submit.connect(self._run, Qt.ConnectionType.QueuedConnection)
+
+    @Slot(object)
+    def _run(self, job: StreamJob) -> None:
+        job.execute()
+
+
+class EngineThread(QThread):
+    """One long-lived thread for every request of the application.
+
+    Long-lived on purpose: the worker backend starts its engine process from the
+    thread that first calls ``stream``, and on Linux that child is killed when
+    the *thread* that started it ends (PR_SET_PDEATHSIG follows the parent
+    thread). A thread per request would throw away the loaded model and the
+    encoded-image cache after every request.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setObjectName("web2code-engine")
+        self.runner = _Runner()
+        self.runner.moveToThread(self)
+        self.start()
+
+    def stop(self) -> None:
+        self.quit()
+        self.wait(10000)
+
+
+class StreamJob(QObject):
+    """One request: ``backend.stream(request)`` iterated on the engine thread, events relayed as signals.
+
+    The GUI thread only ever calls :meth:`cancel` (``Backend.cancel`` is thread-safe).
+    """
+
+    received = Signal(object)  # one engine event (not "event": that would shadow QObject.event)
+    finished = Signal()
+
+    def __init__(self, backend: Backend, request: Request, thread: EngineThread,
+                 parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.backend = backend
+        self.request = request
+        self.cancelled = False
+        self._thread = thread
+        self._done = threading.Event()
+        self._started = False
+
+    def start(self) -> None:
+        self._started = True
+        self._thread.runner.submit.emit(self)
+
+    def execute(self) -> None:
+        try:
+            if not self.cancelled:
+                for ev in self.backend.stream(self.request):
+                    self.received.emit(ev)
+        except Exception as exc:  # a bug below the backend: still a message, not a dead thread
+            self.received.emit(Failed.from_exception(exc))
+        finally:
+            self._done.set()
+            self.finished.emit()
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        with contextlib.suppress(Exception):
+            self.backend.cancel()
+
+    def wait(self, timeout_ms: int) -> bool:
+        return not self._started or self._done.wait(timeout_ms / 1000)
+
+    def isFinished(self) -> bool:
+        return not self._started or self._done.is_set()
+
+
+class NoModel(Web2CodeError):
+    """No model pair is installed and no server is configured."""
+
+
+class BackendProvider:
+    """Creates the backend lazily from the settings and keeps it (the engine keeps its caches)."""
+
+    def __init__(self, settings: config.Settings,
+                 factory: Callable[[config.Settings], Backend] | None = None) -> None:
+        self.settings = settings
+        self._backend: Backend | None = None
+        self._factory = factory
+        self.pair: pairs.ModelPair | None = None
+        self._thread: EngineThread | None = None
+
+    @property
+    def thread(self) -> EngineThread:
+        """The engine thread every request runs on (started on first use)."""
+        if self._thread is None:
+            self._thread = EngineThread()
+        return self._thread
+
+    def job(self, request: Request, parent: QObject | None = None) -> StreamJob:
+        return StreamJob(self.get(), request, self.thread, parent)
+
+    def models_dir(self) -> Path:
+        return config.models_dir(self.settings.models_dir or None)
+
+    def installed(self) -> list[pairs.ModelPair]:
+        return pairs.discover(self.models_dir())
+
+    def has_model(self) -> bool:
+        return bool(self.settings.remote_url.strip()) or bool(self.installed())
+
+    def describe(self) -> str:
+        if self.settings.remote_url.strip():
+            return f"server {self.settings.remote_url.strip()}"
+        chosen = pairs.choose(self.installed(), self.settings.default_quant)
+        return chosen.label if chosen is not None else "no model"
+
+    def get(self) -> Backend:
+        """The backend to use; raises :class:`NoModel` or a :class:`BackendError` with a user message."""
+        if self._backend is not None:
+            return self._backend
+        if self._factory is not None:
+            self._backend = self._factory(self.settings)
+            return self._backend
+        url = self.settings.remote_url.strip()
+        if url:
+            from ..engine.remote import RemoteBackend
+
+            self._backend = RemoteBackend(url)
+            self.pair = None
+            return self._backend
+        chosen = pairs.choose(self.installed(), self.settings.default_quant)
+        if chosen is None:
+            raise NoModel(f"No model is installed in {self.models_dir()}. Get the model or add model files "
+                          "(Models…), or set a server in Settings.")
+        from ..engine.session import EngineOptions
+        from ..engine.worker import WorkerBackend
+
+        gl = self.settings.gpu_layers.strip().lower()
+        try:
+            n_gpu = None if gl in ("", "auto") else max(0, int(gl))
+        except ValueError as exc:
+            raise BackendError(f"GPU layers must be 'auto' or a number, not {gl!r} (Settings).") from exc
+        opts = EngineOptions(n_gpu_layers=n_gpu, vision_gpu=self.settings.vision_on_gpu,
+                             n_threads=max(0, self.settings.threads),
+                             flash_attention=self.settings.flash_attention)
+        self.pair = chosen
+        self._backend = WorkerBackend(chosen, opts)
+        return self._backend
+
+    @property
+    def current(self) -> Backend | None:
+        return self._backend
+
+    def reset(self, settings: config.Settings | None = None) -> None:
+        """Forget the backend (settings or models changed); the next :meth:`get` makes a new one."""
+        if settings is not None:
+            self.settings = settings
+        self.close()
+
+    def close(self) -> None:
+        """Close the backend (ends its engine process)."""
+        b, self._backend = self._backend, None
+        if b is not None:
+            with contextlib.suppress(Exception):
+                b.close()
+
+    def shutdown(self) -> None:
+        """Close the backend and end the engine thread (the application is closing)."""
+        self.close()
+        t, self._thread = self._thread, None
+        if t is not None:
+            t.stop()
+
+
+def event_name(ev: Event) -> str:
+    return type(ev).__name__
