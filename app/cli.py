@@ -74,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Without a command, the desktop application starts (optionally with IMAGE open).",
     )
     p.add_argument("--version", action="version", version=f"web2code {__version__}")
+    p.add_argument("--self-test", action="store_true",
+                   help="check this installation without a screen: open the window offscreen, load a model "
+                        "pair (--model M --mmproj P, or --models-dir DIR; default: the installed one), generate "
+                        "a few tokens, render them in the preview; exit 0 when everything works")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     g = sub.add_parser("generate", help="write HTML for one or more images",
@@ -464,6 +468,14 @@ def _pair_from_path(path: Path, mmproj: Path | None) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--self-test"]:
+        from .selftest import main as self_test
+
+        return self_test(argv[1:])
+    if argv[:1] == ["--engine-worker"]:  # how a frozen bundle starts its engine process
+        from .engine.worker import main as worker_main
+
+        return worker_main()
     image = None
     if argv and not argv[0].startswith("-") and argv[0] not in COMMANDS:
         image = argv.pop(0)  # `web2code page.png` opens the image in the application

@@ -20,6 +20,7 @@ from PySide6.QtGui import (
     QDragMoveEvent,
     QDropEvent,
     QGuiApplication,
+    QIcon,
     QImage,
     QKeySequence,
     QPixmap,
@@ -88,7 +89,7 @@ class MainWindow(QMainWindow):
     def __init__(self, settings: config.Settings | None = None) -> None:
         super().__init__()
         self.setWindowTitle(f"Web2Code {__version__}")
-        self.setWindowIcon(qta.icon("mdi6.xml"))
+        self.setWindowIcon(QIcon(str(resource_path("icons/app/web2code.svg"))))
         self.resize(1280, 800)
         self.setAcceptDrops(True)
         self.settings = settings or config.Settings.load()
