@@ -1,0 +1,173 @@
+"""Speculative decoding measured by replay: real HTML pages forced as the model's output.
+
+Random weights cannot show how often the real model's next tokens repeat what
+it wrote before, so we replay real pages (``bench/corpus/``): each page's
+tokens are taken as what the model generates, and we time producing them
+through the real llama.cpp at the benchmark shapes
+
+* plainly: one ``llama_decode`` of one token per step (what any engine does), and
+* speculatively: the engine's own n-gram drafter (``speculative.NgramIndex``)
+  proposes up to ``draft_max`` tokens, one batched ``llama_decode`` verifies
+  them, and the accepted prefix is exactly the part of the draft that equals
+  the page's next tokens (for greedy decoding of a model that writes this page,
+  that is what verification accepts).
+
+Both modes also fetch the logits of every evaluated position and compute the
+sampling distribution from them, as the engine does, so the comparison holds
+the per-token overhead too. Prints tokens/s for both and their ratio.
+
+    .venv/bin/python -m bench.replay --pair bench/cache/7b/pair [--pages 3] [--tokens 160]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+
+
+def _prefill(session: Any) -> int:
+    """Evaluate the real prompt with an image once; returns the number of prompt positions."""
+    from PIL import Image
+
+    from web2code.app.engine.events import Finished, GenerationParams
+
+    img = Image.new("RGB", (336, 336), (245, 245, 245))
+    n_prompt = 0
+    for ev in session.run(img, GenerationParams(temperature=0.0, max_tokens=1)):
+        if isinstance(ev, Finished):
+            n_prompt = ev.stats.n_prompt_tokens
+    return n_prompt
+
+
+def _reset(session: Any, n_prompt: int) -> None:
+    import llama_cpp
+
+    mem = llama_cpp.llama_get_memory(session._ctx)
+    llama_cpp.llama_memory_seq_rm(mem, 0, n_prompt, -1)
+    session._kv_keys = session._kv_keys[:n_prompt]
+
+
+def _choose(session: Any, i: int, n_vocab: int, offset: Any) -> None:
+    """What the engine does per evaluated position: fetch logits, compute the distribution."""
+    from web2code.app.engine.speculative import SamplingRule
+
+    SamplingRule(0.0).probabilities(session._logits_at(i, n_vocab), offset, [])
+
+
+def replay_plain(session: Any, tokens: list[int], n_prompt: int) -> float:
+    import llama_cpp
+
+    n_vocab = llama_cpp.llama_vocab_n_tokens(session._vocab)
+    offset = session.info.logit_offset
+    t0 = time.perf_counter()
+    for k, tok in enumerate(tokens):
+        session._decode_tokens([tok], n_prompt + k)
+        _choose(session, 0, n_vocab, offset)
+    return time.perf_counter() - t0
+
+
+def replay_speculative(session: Any, tokens: list[int], n_prompt: int, draft_max: int,
+                       ngram: tuple[int, int] = (2, 4)) -> tuple[float, int, int]:
+    import llama_cpp
+
+    from web2code.app.engine.speculative import NgramIndex
+
+    n_vocab = llama_cpp.llama_vocab_n_tokens(session._vocab)
+    offset = session.info.logit_offset
+    mem = llama_cpp.llama_get_memory(session._ctx)
+    index = NgramIndex(*ngram)
+    index.extend([k if isinstance(k, int) else -1 for k in session._kv_keys[:n_prompt]])
+    drafted = accepted = 0
+    t0 = time.perf_counter()
+    i = 0
+    pos = n_prompt
+    while i < len(tokens):
+        tok = tokens[i]
+        index.append(tok)
+        drafts = index.draft(min(draft_max, len(tokens) - i - 1))
+        batch = [tok, *drafts]
+        session._decode_tokens(batch, pos, want_logits=[True] * len(batch))
+        ok = 0
+        for j, d in enumerate(drafts):
+            _choose(session, j, n_vocab, offset)
+            if d != tokens[i + 1 + j]:
+                break
+            ok += 1
+        else:
+            _choose(session, len(drafts), n_vocab, offset)
+        drafted += len(drafts)
+        accepted += ok
+        if ok < len(drafts):
+            llama_cpp.llama_memory_seq_rm(mem, 0, pos + 1 + ok, -1)
+        index.extend(tokens[i + 1:i + 1 + ok])
+        pos += 1 + ok
+        i += 1 + ok
+    return time.perf_counter() - t0, drafted, accepted
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pair", type=Path, required=True, help="a folder with manifest.json (Q4_K_M pair)")
+    ap.add_argument("--pages", type=int, default=3)
+    ap.add_argument("--tokens", type=int, default=160, help="tokens replayed per page")
+    ap.add_argument("--draft-max", type=int, default=8)
+    ap.add_argument("--ngram", default="2,4", help="smallest,largest n-gram the drafter matches")
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--json", type=Path, help="also write the figures here")
+    args = ap.parse_args(argv)
+
+    from web2code.app.engine.pair import choose, discover
+    from web2code.app.engine.session import EngineOptions, Session
+
+    pair = choose(discover(args.pair))
+    if pair is None:
+        print(f"error: no model pair in {args.pair}", file=sys.stderr)
+        return 2
+    session = Session(pair, EngineOptions(n_gpu_layers=0, n_threads=args.threads))
+    n_prompt = _prefill(session)
+    ngram = tuple(int(x) for x in args.ngram.split(","))
+    # Warm up llama.cpp's kernels and caches so the first timed page is not the slow one.
+    warm = session.tokenize("<div class=\"card\"><h2>Warm up</h2></div>")
+    replay_plain(session, warm, n_prompt)
+    _reset(session, n_prompt)
+    replay_speculative(session, warm, n_prompt, args.draft_max)
+    pages = sorted((HERE / "corpus").glob("*.html"))[: args.pages]
+    rows = []
+    for page in pages:
+        toks = session.tokenize(page.read_text(encoding="utf-8"))[: args.tokens]
+        _reset(session, n_prompt)
+        t_plain = replay_plain(session, toks, n_prompt)
+        _reset(session, n_prompt)
+        t_spec, drafted, accepted = replay_speculative(session, toks, n_prompt, args.draft_max, ngram)  # type: ignore[arg-type]
+        _reset(session, n_prompt)
+        row = {"page": page.name, "tokens": len(toks), "plain_tok_s": round(len(toks) / t_plain, 3),
+               "spec_tok_s": round(len(toks) / t_spec, 3), "speedup": round(t_plain / t_spec, 3),
+               "drafted": drafted, "accepted": accepted,
+               "acceptance": round(accepted / drafted, 3) if drafted else 0.0}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    session.close()
+    summary = {
+        "pair": str(pair.model), "draft_max": args.draft_max, "ngram": list(ngram), "pages": rows,
+        "median_speedup": round(statistics.median(r["speedup"] for r in rows), 3),
+        "total_speedup": round(sum(r["tokens"] / r["plain_tok_s"] for r in rows)
+                               / sum(r["tokens"] / r["spec_tok_s"] for r in rows), 3),
+        "median_acceptance": round(float(np.median([r["acceptance"] for r in rows])), 3),
+    }
+    print(json.dumps({k: v for k, v in summary.items() if k != "pages"}))
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
