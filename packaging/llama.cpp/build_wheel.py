@@ -84,11 +84,13 @@ def fetch_sdist(dest: Path) -> Path:
     if cached.is_file():
         return cached
     tmp = Path(tempfile.mkdtemp(prefix="sdist.", dir=dest))
+    # pip prepares the sdist's metadata in an isolated build environment (scikit-build-core).
     proc = run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-                "--no-build-isolation", "-d", str(tmp), f"llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}"])
+                "-d", str(tmp), f"llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}"])
     found = list(tmp.glob("llama_cpp_python-*.tar.gz"))
     if proc.returncode != 0 or not found:
-        last = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+        lines = (proc.stderr + proc.stdout).strip().splitlines()
+        last = [ln for ln in lines if ln.startswith("ERROR")][-1:] or lines[-1:] or ["no output"]
         raise BuildError(
             f"could not download llama-cpp-python {LLAMA_CPP_PYTHON_VERSION} source "
             f"(is the network or a package index reachable?): {last[0]}")
@@ -131,7 +133,7 @@ def apply_patches(llama_dir: Path) -> list[str]:
 def check_compiler() -> None:
     cc = os.environ.get("CC") or next((c for c in ("cc", "gcc", "clang") if shutil.which(c)), None)
     cxx = os.environ.get("CXX") or next((c for c in ("c++", "g++", "clang++") if shutil.which(c)), None)
-    if not cc or not cxx:
+    if not cc or not cxx or not shutil.which(cc.split()[0]) or not shutil.which(cxx.split()[0]):
         raise BuildError("a C/C++ compiler is needed to build llama.cpp "
                          "(Debian/Ubuntu: apt-get install build-essential; macOS: xcode-select --install)")
 
