@@ -200,7 +200,8 @@ def build_tools(dest: Path, log: Path) -> list[Path]:
             raise BuildError(f"building llama.cpp tools failed; see {log}")
         out = []
         for name in ("llama-bench", "llama-mtmd-cli"):
-            exe = next(build.rglob(name))
+            # build/bin/<name>: rglob would find the tools/<name>/ source folder first
+            exe = next(p for p in (build / "bin" / name, *build.rglob(name)) if p.is_file())
             shutil.copy2(exe, dest / name)
             out.append(dest / name)
     return out
