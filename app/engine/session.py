@@ -558,7 +558,8 @@ class Session:
             yield Finished(Stats(
                 n_prompt_tokens=n_prompt, n_image_tokens=int(emb.shape[0]), n_generated=spec.n_generated,
                 load_s=self.load_s, image_encode_s=0.0 if reused_image else t_enc, prefill_s=t_prefill,
-                decode_s=t_decode, tokens_per_s=Stats.rate(spec.n_generated, t_decode),
+                # The first token comes from the prompt's logits: n tokens cost n - 1 evaluations.
+                decode_s=t_decode, tokens_per_s=Stats.rate(max(spec.n_generated - 1, 0), t_decode),
                 finish_reason=reason,  # type: ignore[arg-type]
                 reused_image=reused_image, reused_prefix_tokens=reused, max_tokens_clamped=clamped,
                 devices=self.devices, n_gpu_layers_offloaded=self.n_gpu_layers_offloaded,
@@ -615,7 +616,8 @@ class Session:
             yield Finished(Stats(
                 n_prompt_tokens=n_prompt, n_image_tokens=int(emb.shape[0]), n_generated=s.n_generated,
                 load_s=self.load_s, image_encode_s=0.0 if reused_image else t_enc, prefill_s=t_prefill,
-                decode_s=t_decode, tokens_per_s=Stats.rate(sum(x.n_generated for x in seqs), t_decode),
+                decode_s=t_decode,
+                tokens_per_s=Stats.rate(sum(max(x.n_generated - 1, 0) for x in seqs), t_decode),
                 finish_reason=reason,  # type: ignore[arg-type]
                 reused_image=reused_image, reused_prefix_tokens=reused, max_tokens_clamped=clamped,
                 devices=self.devices, n_gpu_layers_offloaded=self.n_gpu_layers_offloaded,
