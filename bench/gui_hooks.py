@@ -109,16 +109,18 @@ def streaming_preview(events: list[dict[str, Any]]) -> dict[str, Any]:
             "longest_stall_ms": max(stalls) if stalls else None, "stream_s": end - start}
 
 
-def measure_streaming_preview(timeout: float = 300.0) -> dict[str, Any]:
-    """Start the application in its benchmark mode and read the streaming figures.
-
-    Needs the application to honour ``WEB2CODE_BENCH_EVENTS`` (emit the events
-    above and start :class:`EventLoopProbe`) and ``WEB2CODE_BENCH_AUTORUN=<image>``
-    (start one generation, quit when it finishes). Not wired yet: returns the
-    reason instead of a number.
-    """
-    return {"status": "not wired: the application does not run a generation from WEB2CODE_BENCH_AUTORUN yet",
-            "timeout_s": timeout}
+def measure_streaming_preview(timeout: float = 600.0, tokens: int = 300) -> dict[str, Any]:
+    """The main window streaming a generation (bench/gui_stream.py, in a child process):
+    preview renders per second while tokens arrive, and the longest event-loop stall."""
+    proc = subprocess.run([sys.executable, "-m", "bench.gui_stream", "--tokens", str(tokens), "--json"],
+                          capture_output=True, text=True, timeout=timeout, check=False,
+                          cwd=Path(__file__).resolve().parents[1])
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        return {"status": f"failed: {(proc.stderr.strip().splitlines() or ['no output'])[-1]}"}
+    figures: dict[str, Any] = json.loads(lines[-1])
+    figures["status"] = "measured"
+    return figures
 
 
 class EventLoopProbe:

@@ -9,7 +9,8 @@ Phases (``--only`` picks some, comma-separated):
 * ``variants``  three variants together vs one
 * ``memory``    application + worker resident memory with the pair loaded (+ where it goes)
 * ``bandwidth`` memory read bandwidth -> decode ceiling
-* ``gui``       window shown after launch (hooks for the streaming figures)
+* ``gui``       window shown after launch; the preview and event loop while streaming (gui_stream.py)
+* ``replay``    speculative decoding vs plain decode on real pages forced as the output (replay.py)
 
 ``decode`` and ``ttft`` share their rounds: each round runs our engine once and
 the anchors once, side by side, and every ratio is the median of the rounds'
@@ -25,6 +26,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 import time
 import traceback
@@ -38,7 +40,7 @@ from .checkpoint import input_bytes, is_complete
 from .procs import REPO, machine_info, median, run_measured, summary, venv_tool
 from .sizes import SIZES, Size
 
-PHASES = ("convert", "decode", "ttft", "reuse", "variants", "memory", "bandwidth", "gui")
+PHASES = ("convert", "decode", "ttft", "reuse", "variants", "memory", "bandwidth", "gui", "replay")
 GiB = 2**30
 QUANT = "Q4_K_M"
 
@@ -416,6 +418,17 @@ def phase_bandwidth(ctx: Ctx) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------ main
+def phase_replay(ctx: Ctx, pages: int = 2, tokens: int = 300) -> dict[str, Any]:
+    """Speculative decoding by replaying bench/corpus pages through the engine (bench/replay.py)."""
+    out = ctx.pair_dir / "replay.json"
+    cmd = [sys.executable, "-m", "bench.replay", "--pair", str(ctx.pair_dir), "--pages", str(pages),
+           "--tokens", str(tokens), "--threads", str(ctx.threads), "--json", str(out)]
+    log(f"replay: {' '.join(cmd[2:])}")
+    subprocess.run(cmd, check=True, cwd=Path(__file__).resolve().parents[1])
+    data: dict[str, Any] = json.loads(out.read_text())
+    return data
+
+
 def results_stem(size: Size) -> str:
     host = re.sub(r"[^A-Za-z0-9_.-]+", "-", os.uname().nodename)[:40] or "machine"
     date = _dt.date.today().isoformat()
@@ -503,6 +516,8 @@ def main(argv: list[str] | None = None) -> int:
         step("memory", lambda: phase_memory(ctx, not args.no_memory_diagnostics))
     if "bandwidth" in only:
         step("bandwidth", lambda: phase_bandwidth(ctx))
+    if "replay" in only:
+        step("replay", lambda: phase_replay(ctx))
     if "gui" in only:
         step("gui", lambda: {"window_shown": gui_hooks.window_shown_after_launch(),
                              "streaming_preview": gui_hooks.measure_streaming_preview()})
