@@ -134,7 +134,7 @@ def _ink(image: Any) -> int:
     data = bytes(img.constBits())[: img.bytesPerLine() * h]
     stride = img.bytesPerLine()
     n = 0
-    step = 2  # every other pixel and row is plenty
+    step = 1  # every pixel: a few tokens of small text are only a few dozen dark pixels
     for y in range(0, h, step):
         row = data[y * stride: y * stride + w * 4]
         for x in range(0, w * 4, 4 * step):
@@ -154,8 +154,8 @@ def _changed(a: Any, b: Any) -> int:
     b = b.convertToFormat(QImage.Format.Format_RGB32)
     da, db = bytes(a.constBits()), bytes(b.constBits())
     stride, n = a.bytesPerLine(), 0
-    for y in range(0, a.height(), 2):
-        for x in range(0, a.width() * 4, 8):
+    for y in range(a.height()):
+        for x in range(0, a.width() * 4, 4):
             i = y * stride + x
             if da[i:i + 3] != db[i:i + 3]:
                 n += 1
