@@ -419,7 +419,8 @@ def write_report(results: dict[str, Any], md_path: Path) -> Path:
     except ImportError:
         has_png = False
         results.setdefault("notes", []).append("matplotlib missing: pip install -e '.[bench]' for the plot")
-    md_path.write_text(markdown(results, png.name if has_png else None))
+    repo = f"{Path(__file__).resolve().parents[1]}/"
+    md_path.write_text(markdown(results, png.name if has_png else None).replace(repo, ""))
     return md_path
 
 

@@ -541,7 +541,8 @@ def _has_tool(name: str, tools_dir: Path) -> bool:
 
 def save(results: dict[str, Any], path: Path) -> None:
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=1, default=str) + "\n")
+    # Paths in the results are relative to the repository: they name no machine's folders.
+    tmp.write_text(json.dumps(results, indent=1, default=str).replace(f"{REPO}/", "") + "\n")
     tmp.replace(path)
 
 
