@@ -38,7 +38,7 @@ install_hash() {
         "$py" -c 'import sys, platform; print(sys.version, platform.machine())'
         echo "CMAKE_ARGS=${CMAKE_ARGS:-}"
         cat "$ROOT/pyproject.toml" "$ROOT/packaging/llama.cpp/build_wheel.py" "$ROOT"/packaging/llama.cpp/patches/*.patch
-    } | sha256sum 2>/dev/null | cut -d' ' -f1 || shasum -a 256 | cut -d' ' -f1
+    } | if command -v sha256sum >/dev/null 2>&1; then sha256sum; else shasum -a 256; fi | cut -d' ' -f1
 }
 
 pip_step() {  # pip_step "what" args...: quiet pip, one clear line on failure
