@@ -124,10 +124,7 @@ class RemoteBackend(Backend):
         rid = secrets.token_hex(6)
         try:
             payload = json.dumps(self._body(request, seed)).encode()
-        except BackendError as exc:
-            yield Failed.from_exception(exc)
-            return False
-        except Exception as exc:  # image problems are ImageError (a Web2CodeError)
+        except Exception as exc:  # an ImageError for a bad image; Failed.from_exception words any other
             yield Failed.from_exception(exc)
             return False
         headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}

@@ -353,22 +353,27 @@ class Session:
             mtmd.mtmd_bitmap_free(bitmap)
 
     # ------------------------------------------------------------------ prompt
-    def prompt_items(self, prompt: Prompt, fp: str, emb: F32) -> tuple[list[PosKey], list[int]]:
-        """KV keys of every prompt position, and the prompt's token ids with -1 at the image."""
-        keys: list[PosKey] = []
+    def _prompt_ids(self, prompt: Prompt) -> list[int]:
+        """The prompt's token ids in order (text chunk by chunk, EOS as its id), -1 at the image."""
         ids: list[int] = []
         for part in prompt.parts:
             if part.kind is PartKind.TEXT:
-                toks = self.tokenize(part.text)
-                keys.extend(toks)
-                ids.extend(toks)
+                ids.extend(self.tokenize(part.text))
             elif part.kind is PartKind.EOS:
-                keys.append(EOS_ID)
                 ids.append(EOS_ID)
             else:
-                keys.extend((fp, r) for r in range(emb.shape[0]))
                 ids.append(-1)
-        return keys, ids
+        return ids
+
+    def prompt_items(self, prompt: Prompt, fp: str, emb: F32) -> list[PosKey]:
+        """KV keys of every prompt position: token ids, and (fingerprint, row) for each image row."""
+        keys: list[PosKey] = []
+        for t in self._prompt_ids(prompt):
+            if t == -1:
+                keys.extend((fp, r) for r in range(emb.shape[0]))
+            else:
+                keys.append(t)
+        return keys
 
     def _decode_tokens(self, tokens: Sequence[int], pos0: int, seq_ids: Sequence[Sequence[int]] | None = None,
                        want_logits: Sequence[bool] | None = None, positions: Sequence[int] | None = None
@@ -520,7 +525,7 @@ class Session:
         yield Progress("encode", 1.0, "Encoding the image")
 
         prompt = build_prompt(params.instruction, history)
-        keys, _ids = self.prompt_items(prompt, fp, emb)
+        keys = self.prompt_items(prompt, fp, emb)
         n_prompt = len(keys)
         n_ctx_train = self.info.n_ctx_train or self.options.n_ctx
         room_per_seq = n_ctx_train - n_prompt
@@ -649,7 +654,7 @@ class Session:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         res = _SpecResult()
         pos = n_prompt  # next free position
-        logits_rows: list[F32] = [self._logits_at(-1, n_vocab)]  # predicts the token at pos
+        prompt_logits = self._logits_at(-1, n_vocab)  # predicts the token at pos
         acceptance = 0.5  # moving average of accepted / drafted
         steps_since_draft = 0
 
@@ -660,7 +665,7 @@ class Session:
             return Token(decoder.decode(self.token_bytes(tok)), tok, res.n_generated - 1, 0)
 
         # The first token comes from the prompt's logits.
-        tok = sample(rule.probabilities(logits_rows[0], offset, history[n_prompt_hist:]), rng)
+        tok = sample(rule.probabilities(prompt_logits, offset, history[n_prompt_hist:]), rng)
         while True:
             if llama_cpp.llama_vocab_is_eog(self._vocab, tok):
                 res.finish_reason = "stop"
@@ -729,25 +734,13 @@ class Session:
     def prompt_token_ids(self, image: Image.Image, instruction: str,
                          history: Sequence[Exchange] = ()) -> list[int]:
         """The prompt's text token ids in order with -1 at the image (for ``--json``)."""
-        prompt = build_prompt(instruction, history)
-        ids: list[int] = []
-        for part in prompt.parts:
-            if part.kind is PartKind.TEXT:
-                ids.extend(self.tokenize(part.text))
-            elif part.kind is PartKind.EOS:
-                ids.append(EOS_ID)
-            else:
-                ids.append(-1)
-        return ids
+        return self._prompt_ids(build_prompt(instruction, history))
 
     def logits(self) -> F32:
         """The last evaluated position's raw logits (no offset), for tests and verification."""
         import llama_cpp
 
-        n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
-        ptr = llama_cpp.llama_get_logits_ith(self._ctx, -1)
-        out: F32 = np.ctypeslib.as_array(ptr, shape=(n_vocab,)).copy()
-        return out
+        return self._logits_at(-1, llama_cpp.llama_vocab_n_tokens(self._vocab))
 
 
 @contextlib.contextmanager

@@ -78,7 +78,7 @@ def _manual_greedy(session: Session, image: Image.Image, n: int, *, with_offset:
     """Greedy decoding computed here from llama.cpp's raw logits, token by token."""
     prepared = prepare_for_model(image, image_size=session.info.image_size)
     fp, emb, _ = session.encode_image(prepared)
-    keys, _ = session.prompt_items(build_prompt(DEFAULT_INSTRUCTION), fp, emb)
+    keys = session.prompt_items(build_prompt(DEFAULT_INSTRUCTION), fp, emb)
     session._kv_keys = []  # force a full prefill
     for _ in session._prefill(keys, emb):
         pass
