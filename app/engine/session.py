@@ -42,7 +42,17 @@ from .events import Event, Finished, GenerationParams, Progress, Started, Stats,
 from .image import image_fingerprint, prepare_for_model
 from .pair import ModelPair, PairInfo, inspect_pair
 from .prompt import EOS_ID, Exchange, PartKind, Prompt, build_prompt
-from .speculative import NgramIndex, SamplingRule, sample, verify
+from .speculative import (
+    CPU_BATCH_ROWS,
+    CPU_EXTRA_COST,
+    GPU_DRAFT_MAX,
+    GPU_EXTRA_COST,
+    Drafter,
+    SamplingRule,
+    prior_text,
+    sample,
+    verify,
+)
 
 F32 = npt.NDArray[np.float32]
 
@@ -50,10 +60,8 @@ F32 = npt.NDArray[np.float32]
 PosKey = int | tuple[str, int]
 
 IMAGE_CACHE_SIZE = 4
-#: Speculative decoding pauses while the moving acceptance rate is below this...
-MIN_ACCEPTANCE = 0.3
-#: ... and drafts once every this many steps to see whether the text repeats again.
-DRAFT_PROBE_EVERY = 8
+#: KV cells kept free beyond n_ctx for the padding rows of a batch.
+PAD_CELLS = 8
 
 
 def physical_cores() -> int:
@@ -89,11 +97,13 @@ class EngineOptions:
     n_ubatch: int = 512
     kv_f32: bool = False  # exactness tests; F16 otherwise
     max_variants: int = 4
-    # n-gram drafts verified in one batch (single sequence only). None = auto: on when layers run on
-    # a GPU, where verifying a batch costs about one decode step. On 2 CPU cores each drafted position
-    # costs a good part of a step, and replaying real pages at the 7B shapes measured 0.91x (bench/).
+    # n-gram drafts verified in one batch (single sequence only; see speculative.py). None = auto (on).
     speculative: bool | None = None
-    draft_max: int = 8
+    draft_max: int = 0  # 0 = auto: 3 on the CPU (one 4-row batch), 8 with GPU offload
+    # Pad decode batches of 2-3 rows to 4 with throw-away rows: on the CPU a 4-row batch runs the
+    # repacked GEMM kernel and costs less than 3 rows (7B Q4_K_M, 2 threads: 1.41x vs 1.95x one row).
+    # None = auto: on when no layer runs on a GPU.
+    pad_batches: bool | None = None
 
     def threads(self) -> int:
         return self.n_threads if self.n_threads > 0 else physical_cores()
@@ -137,7 +147,9 @@ class Session:
         self._mtmd: Any = None
         self._vocab: Any = None
         self._n_ctx = 0
-        self._n_seq_max = 1
+        self._n_seq_max = 1  # sequences for variants; the context has one more for padding rows
+        self._pad_rows = 0  # pad batches of 2..this-1 rows up to this many (0: never)
+        self._prior_tokens: list[int] | None = None
         self._kv_keys: list[PosKey] = []  # what sequence 0 holds in the KV cache
         self._images: OrderedDict[str, F32] = OrderedDict()
         self._abort_cb: Any = None
@@ -189,6 +201,10 @@ class Session:
         self.cls_order_ok = probe().class_token_first
         if not self.cls_order_ok:
             self.warnings.append("This llama.cpp has the llava class-token bug: image generation is disabled.")
+        pad = self.options.pad_batches
+        if pad is None:
+            pad = self.n_gpu_layers_offloaded == 0
+        self._pad_rows = CPU_BATCH_ROWS if pad else 0
         self._create_context(self.options.n_ctx, 1)
         from llama_cpp import mtmd_cpp as mtmd
 
@@ -220,16 +236,25 @@ class Session:
         self.n_gpu_layers_offloaded = offloaded
 
     def _create_context(self, n_ctx: int, n_seq_max: int) -> None:
+        """A new llama.cpp context. Sequence 0's KV cells (the last prompt and answer) move
+        into it, so growing the context for variants does not evaluate the prompt again."""
         import llama_cpp
 
+        saved: Any = None
+        if self._ctx and self._kv_keys:
+            size = llama_cpp.llama_state_seq_get_size(self._ctx, 0)
+            saved = (ctypes.c_uint8 * size)()
+            if llama_cpp.llama_state_seq_get_data(self._ctx, saved, size, 0) != size:
+                saved = None
+        keys = self._kv_keys
         if self._ctx:
             llama_cpp.llama_free(self._ctx)
             self._ctx = None
         cp = llama_cpp.llama_context_default_params()
-        cp.n_ctx = n_ctx
+        cp.n_ctx = n_ctx + (PAD_CELLS if self._pad_rows else 0)
         cp.n_batch = self.options.n_batch
         cp.n_ubatch = self.options.n_ubatch
-        cp.n_seq_max = n_seq_max
+        cp.n_seq_max = n_seq_max + (1 if self._pad_rows else 0)  # the last one holds padding rows
         cp.kv_unified = True  # variants share the prompt's cells instead of copying them
         cp.n_threads = self.options.threads()
         cp.n_threads_batch = self.options.threads()
@@ -252,6 +277,8 @@ class Session:
         self._n_ctx = n_ctx
         self._n_seq_max = n_seq_max
         self._kv_keys = []
+        if saved is not None and llama_cpp.llama_state_seq_set_data(self._ctx, saved, len(saved), 0) > 0:
+            self._kv_keys = keys
 
     def close(self) -> None:
         import llama_cpp
@@ -381,7 +408,7 @@ class Session:
         import llama_cpp
 
         n = len(tokens)
-        batch = llama_cpp.llama_batch_init(n, 0, max(1, self._n_seq_max))
+        batch = llama_cpp.llama_batch_init(n, 0, 1 if seq_ids is None else max(len(x) for x in seq_ids))
         try:
             for i, tok in enumerate(tokens):
                 batch.token[i] = tok
@@ -395,6 +422,32 @@ class Session:
             self._check_decode(llama_cpp.llama_decode(self._ctx, batch))
         finally:
             llama_cpp.llama_batch_free(batch)
+
+    def _decode_step(self, tokens: Sequence[int], positions: Sequence[int], seq_ids: Sequence[int],
+                     want_logits: Sequence[bool]) -> None:
+        """One decode step of generated or drafted tokens (one sequence id each).
+
+        Batches of 2 to ``_pad_rows - 1`` rows get throw-away rows appended in the
+        padding sequence (positions 0.., no logits; they attend only to each
+        other) and those cells are freed right after: the real rows' results do
+        not depend on them, and the whole batch costs less than the short one.
+        """
+        import llama_cpp
+
+        n = len(tokens)
+        pad = self._pad_rows - n if 1 < n < self._pad_rows else 0
+        sids = [(s,) for s in seq_ids]
+        if pad:
+            scratch = self._n_seq_max
+            tokens = [*tokens, *([tokens[-1]] * pad)]
+            positions = [*positions, *range(pad)]
+            sids += [(scratch,)] * pad
+            want_logits = [*want_logits, *([False] * pad)]
+        try:
+            self._decode_tokens(tokens, 0, seq_ids=sids, want_logits=want_logits, positions=positions)
+        finally:
+            if pad:
+                llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(self._ctx), self._n_seq_max, -1, -1)
 
     def _decode_embd(self, rows: F32, pos0: int, want_last: bool) -> None:
         import llama_cpp
@@ -438,8 +491,8 @@ class Session:
                 break
             keep += 1
         keep = min(keep, len(keys) - 1)  # the last position must be evaluated for its logits
-        # Only sequence 0 survives between requests (variants are dropped).
-        for other in range(1, self._n_seq_max):
+        # Only sequence 0 survives between requests (variants and padding rows are dropped).
+        for other in range(1, self._n_seq_max + (1 if self._pad_rows else 0)):
             llama_cpp.llama_memory_seq_rm(mem, other, -1, -1)
         if not llama_cpp.llama_memory_seq_rm(mem, 0, keep, -1):
             llama_cpp.llama_memory_clear(mem, True)
@@ -557,12 +610,12 @@ class Session:
             s.logits_index = -1
 
         t2 = time.perf_counter()
-        speculative = (self.options.speculative if self.options.speculative is not None
-                       else self.n_gpu_layers_offloaded > 0)
+        speculative = self.options.speculative is not False
         if n_var == 1 and speculative:
             for s in seqs:
                 llama_cpp.llama_sampler_free(s.sampler)
-            spec = yield from self._generate_speculative(params, base_seed, n_prompt, max_new)
+            spec = yield from self._generate_speculative(params, base_seed, n_prompt, max_new,
+                                                         html=kind != "ask")
             t_decode = time.perf_counter() - t2
             reason = spec.finish_reason
             yield Finished(Stats(
@@ -603,9 +656,8 @@ class Session:
                     break
                 if not step_tokens:
                     break
-                self._decode_tokens(step_tokens, 0, seq_ids=[(s.seq_id,) for s in step_seqs],
-                                    want_logits=[True] * len(step_tokens),
-                                    positions=[s.pos for s in step_seqs])
+                self._decode_step(step_tokens, [s.pos for s in step_seqs], [s.seq_id for s in step_seqs],
+                                  [True] * len(step_tokens))
                 for i, s in enumerate(step_seqs):
                     s.pos += 1
                     s.logits_index = i
@@ -633,8 +685,22 @@ class Session:
                 devices=self.devices, n_gpu_layers_offloaded=self.n_gpu_layers_offloaded,
                 seed=(base_seed + s.seq_id) % 2**32, variant=s.seq_id))
 
+    def new_drafter(self, *, html: bool = True) -> Drafter:
+        """The drafting policy for this device, its history seeded with the HTML prior
+        (``html``) and then the prompt in the KV cache."""
+        on_gpu = self.n_gpu_layers_offloaded > 0
+        k = self.options.draft_max or (GPU_DRAFT_MAX if on_gpu else CPU_BATCH_ROWS - 1)
+        prior: list[int] = []
+        if html:
+            if self._prior_tokens is None:
+                self._prior_tokens = self.tokenize(prior_text())
+            prior = self._prior_tokens
+        d = Drafter(k, GPU_EXTRA_COST if on_gpu else CPU_EXTRA_COST, prior=prior)
+        d.extend([k if isinstance(k, int) else -1 for k in self._kv_keys])
+        return d
+
     def _generate_speculative(self, params: GenerationParams, seed: int, n_prompt: int,
-                              max_new: int) -> Generator[Token, None, _SpecResult]:
+                              max_new: int, *, html: bool = True) -> Generator[Token, None, _SpecResult]:
         """One sequence with n-gram drafts verified in batches (see speculative.py).
 
         Token choice happens here in numpy from llama.cpp's raw logits, with the
@@ -647,25 +713,21 @@ class Session:
         offset = self.info.logit_offset
         n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
         mem = llama_cpp.llama_get_memory(self._ctx)
-        history: list[int] = [k if isinstance(k, int) else -1 for k in self._kv_keys]
-        index = NgramIndex()
-        index.extend(history)
-        n_prompt_hist = len(history)  # llama.cpp's penalties see generated tokens only
+        drafter = self.new_drafter(html=html)
+        history: list[int] = []  # generated tokens: llama.cpp's penalties see only these
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         res = _SpecResult()
         pos = n_prompt  # next free position
         prompt_logits = self._logits_at(-1, n_vocab)  # predicts the token at pos
-        acceptance = 0.5  # moving average of accepted / drafted
-        steps_since_draft = 0
 
         def emit(tok: int) -> Token:
             res.n_generated += 1
             history.append(tok)
-            index.append(tok)
+            drafter.append(tok)
             return Token(decoder.decode(self.token_bytes(tok)), tok, res.n_generated - 1, 0)
 
         # The first token comes from the prompt's logits.
-        tok = sample(rule.probabilities(prompt_logits, offset, history[n_prompt_hist:]), rng)
+        tok = sample(rule.probabilities(prompt_logits, offset, history), rng)
         while True:
             if llama_cpp.llama_vocab_is_eog(self._vocab, tok):
                 res.finish_reason = "stop"
@@ -677,25 +739,20 @@ class Session:
             if self._cancel.is_set():
                 res.finish_reason = "cancelled"
                 return res
-            room = max_new - res.n_generated
-            # Drafting costs batch positions; when recent drafts were mostly rejected
-            # (text that does not repeat itself), pause it and probe again later.
-            drafting = acceptance >= MIN_ACCEPTANCE or steps_since_draft >= DRAFT_PROBE_EVERY
-            drafts = index.draft(min(self.options.draft_max, room)) if room > 0 and drafting else []
-            steps_since_draft = 0 if drafts else steps_since_draft + 1
+            drafts = drafter.propose(max_new - res.n_generated)
             batch = [tok, *drafts]
             try:
-                self._decode_tokens(batch, pos, want_logits=[True] * len(batch))
+                self._decode_step(batch, range(pos, pos + len(batch)), [0] * len(batch), [True] * len(batch))
             except Cancelled:
                 res.finish_reason = "cancelled"
                 return res
             res.drafted += len(drafts)
-            n_ok = 0
             accepted_all = True
             for i, d in enumerate(drafts):
-                p = rule.probabilities(self._logits_at(i, n_vocab), offset, history[n_prompt_hist:])
+                p = rule.probabilities(self._logits_at(i, n_vocab), offset, history)
                 ok, chosen = verify(p, d, rng, rule.greedy)
                 if not ok:
+                    drafter.record(len(drafts), i)
                     # Positions after the last accepted token hold rejected drafts: drop them.
                     keep_until = pos + 1 + i
                     llama_cpp.llama_memory_seq_rm(mem, 0, keep_until, -1)
@@ -705,7 +762,8 @@ class Session:
                     accepted_all = False
                     break
                 res.accepted += 1
-                n_ok += 1
+                if i + 1 == len(drafts):
+                    drafter.record(len(drafts), len(drafts))
                 if llama_cpp.llama_vocab_is_eog(self._vocab, d):
                     res.finish_reason = "stop"
                     self._kv_keys.extend(batch[:i + 2])
@@ -716,13 +774,10 @@ class Session:
                     self._kv_keys.extend(batch[:i + 2])
                     llama_cpp.llama_memory_seq_rm(mem, 0, pos + i + 2, -1)
                     return res
-            if drafts:
-                acceptance = 0.7 * acceptance + 0.3 * (n_ok / len(drafts))
             if accepted_all:
                 self._kv_keys.extend(batch)
                 pos += len(batch)
-                tok = sample(rule.probabilities(self._logits_at(len(batch) - 1, n_vocab), offset,
-                                                 history[n_prompt_hist:]), rng)
+                tok = sample(rule.probabilities(self._logits_at(len(batch) - 1, n_vocab), offset, history), rng)
 
     def _logits_at(self, i: int, n_vocab: int) -> F32:
         import llama_cpp

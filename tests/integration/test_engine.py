@@ -298,3 +298,93 @@ def test_unpatched_llama_cpp_is_detected_and_image_generation_refused(pair: Mode
     failed = [e for e in events if isinstance(e, Failed)]
     assert failed and "class-token bug" in failed[0].message
     assert not any(isinstance(e, Token) for e in events)
+
+
+def _decode_rows(session: Session) -> list[int]:
+    """Record the rows of every generation step's llama_decode (prefill batches have no seq_ids)."""
+    rows: list[int] = []
+    real = session._decode_tokens
+
+    def spy(tokens, pos0, seq_ids=None, want_logits=None, positions=None):  # type: ignore[no-untyped-def]
+        if seq_ids is not None:
+            rows.append(len(tokens))
+        real(tokens, pos0, seq_ids=seq_ids, want_logits=want_logits, positions=positions)
+
+    session._decode_tokens = spy  # type: ignore[method-assign]
+    return rows
+
+
+def test_padding_rows_change_neither_the_variants_nor_the_kept_kv_cache(pair: ModelPair) -> None:
+    import llama_cpp
+
+    img = _image(13)
+    p = GenerationParams(temperature=1.5, max_tokens=10, n_variants=3, seed=21)
+    out: dict[bool, dict[int, list[int]]] = {}
+    for pad in (False, True):
+        with Session(pair, EngineOptions(n_gpu_layers=0, kv_f32=True, pad_batches=pad)) as s:
+            rows = _decode_rows(s)
+            per: dict[int, list[int]] = {}
+            for ev in s.run(img, p):
+                if isinstance(ev, Token):
+                    per.setdefault(ev.variant, []).append(ev.token_id)
+            out[pad] = per
+            # Three variants step together: 4 rows when padded, 3 when not.
+            assert rows and set(rows) == ({4} if pad else {3})
+            if pad:
+                mem = llama_cpp.llama_get_memory(s._ctx)
+                assert llama_cpp.llama_memory_seq_pos_max(mem, s._n_seq_max) == -1  # padding freed
+                # Sequence 0 (prompt + variant 0) is intact: the same page again reuses all of it.
+                again = [e for e in s.run(img, GenerationParams(temperature=0.0, max_tokens=2))
+                         if isinstance(e, Finished)]
+                assert again[0].stats.reused_prefix_tokens == again[0].stats.n_prompt_tokens - 1
+    assert sorted(out[True]) == [0, 1, 2]
+    assert out[True] == out[False]
+
+
+def test_speculative_verify_batches_are_padded_on_the_cpu(pair: ModelPair) -> None:
+    img = _image(11)
+    p = GenerationParams(temperature=0.0, max_tokens=48)
+    seen: dict[bool, list[int]] = {}
+    texts: dict[bool, list[int]] = {}
+    with Session(pair, EngineOptions(n_gpu_layers=0)) as s:
+        assert s.new_drafter().draft_max == 3  # the default on the CPU: one 4-row batch
+    for pad in (False, True):
+        # Two drafts: 3-row verify batches, which padding turns into 4.
+        with Session(pair, EngineOptions(n_gpu_layers=0, kv_f32=True, speculative=True, draft_max=2,
+                                         pad_batches=pad)) as s:
+            rows = _decode_rows(s)
+            texts[pad] = [e.token_id for e in s.run(img, p) if isinstance(e, Token)]
+            seen[pad] = rows
+    assert texts[True] == texts[False]
+    assert 3 in seen[False] and 4 not in seen[False]
+    assert 4 in seen[True] and not {2, 3} & set(seen[True])
+
+
+def test_html_requests_seed_the_drafter_with_the_prior(pair: ModelPair) -> None:
+    from web2code.app.engine.speculative import prior_text
+
+    with Session(pair, EngineOptions(n_gpu_layers=0)) as s:
+        prior = s.tokenize(prior_text())
+        html = s.new_drafter(html=True).index.tokens
+        plain = s.new_drafter(html=False).index.tokens
+    assert len(prior) > 1000
+    assert html[:len(prior) + 1] == [*prior, -1]
+    assert plain == html[len(prior) + 1:]  # the rest: what the KV cache holds (the last prompt)
+
+
+def test_growing_the_context_for_variants_keeps_the_prompt_in_the_kv_cache(pair: ModelPair) -> None:
+    img = _image(14)
+    with Session(pair, EngineOptions(n_gpu_layers=0, kv_f32=True)) as s:
+        first = [e for e in s.run(img, GenerationParams(temperature=0.0, max_tokens=6))]
+        single = [e.token_id for e in first if isinstance(e, Token)]
+        n_seq_before = s._n_seq_max
+        events = list(s.run(img, GenerationParams(temperature=0.0, max_tokens=6, n_variants=3)))
+        assert s._n_seq_max == 3 > n_seq_before  # a new, larger context ...
+    fins = [e for e in events if isinstance(e, Finished)]
+    # ... that still held the prompt: only the last position was evaluated again.
+    assert fins and all(f.stats.reused_prefix_tokens == f.stats.n_prompt_tokens - 1 for f in fins)
+    per: dict[int, list[int]] = {}
+    for ev in events:
+        if isinstance(ev, Token):
+            per.setdefault(ev.variant, []).append(ev.token_id)
+    assert per and all(v == single for v in per.values())  # and its cells are the right ones

@@ -5,7 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from web2code.app.engine.speculative import NgramIndex, SamplingRule, sample, verify
+from web2code.app.engine.speculative import (
+    CPU_EXTRA_COST,
+    PAUSE_WINDOW,
+    PROBE_EVERY,
+    Drafter,
+    NgramIndex,
+    SamplingRule,
+    prior_text,
+    sample,
+    verify,
+)
 
 
 def test_draft_continues_the_most_recent_earlier_occurrence() -> None:
@@ -25,6 +35,56 @@ def test_no_draft_without_a_match_and_never_across_the_image() -> None:
     assert idx.draft(3) == []  # what followed (5, 6) was the image
     idx.extend([1, 2, 3, 1, 2])
     assert idx.draft(5) == [3, 1, 2]
+
+
+def test_the_prior_drafts_before_the_text_repeats_and_the_text_wins_over_it() -> None:
+    d = Drafter(3, CPU_EXTRA_COST, prior=[10, 11, 12, 13, 14])
+    d.extend([1, 2, 10, 11])  # prompt, then the output starts like the prior
+    assert d.propose(8) == [12, 13, 14]
+    d.extend([12, 13, 15, 16, 10, 11])  # the page itself went on differently
+    assert d.propose(8) == [12, 13, 15]  # its own, more recent continuation wins
+    assert d.propose(2) == [12, 13]  # never beyond the room left
+
+
+def test_no_draft_runs_from_the_prior_into_the_prompt() -> None:
+    d = Drafter(3, CPU_EXTRA_COST, prior=[10, 11])
+    d.extend([1, 2, 3, 10, 11])
+    # (10, 11) ended the prior: what followed it is the boundary, not the prompt's first tokens.
+    assert d.propose(3) == []
+    assert d.index.tokens[:3] == [10, 11, -1]
+
+
+def test_drafting_pauses_when_it_stops_paying_and_probes_again() -> None:
+    d = Drafter(3, CPU_EXTRA_COST)
+    d.extend([1, 2, 3, 4] * 4 + [1, 2])
+    for _ in range(PAUSE_WINDOW):
+        assert d.propose(10) == [3, 4, 1]
+        d.record(3, 0)  # every draft rejected
+    assert d.paused
+    assert [d.propose(10) for _ in range(PROBE_EVERY)] == [[]] * PROBE_EVERY
+    assert d.propose(10) == [3, 4, 1]  # the probe
+    for _ in range(PAUSE_WINDOW // 2):
+        d.record(3, 3)
+    assert not d.paused  # half the window accepted everything: 1.5 tokens a step pays for the batch
+    assert d.propose(10) == [3, 4, 1]
+    assert d.drafted == 3 * (PAUSE_WINDOW + PAUSE_WINDOW // 2)
+    assert d.accepted == 3 * (PAUSE_WINDOW // 2)
+
+
+def test_the_window_compares_accepted_tokens_with_the_batch_cost() -> None:
+    d = Drafter(3, 0.5)
+    d.extend([1, 2, 1, 2])
+    for accepted in [1, 0] * (PAUSE_WINDOW // 2):
+        d.record(3, accepted)
+    assert not d.paused  # 0.5 tokens a step: just pays
+    d.record(3, 0)
+    assert d.paused
+
+
+def test_the_built_in_prior_is_html() -> None:
+    text = prior_text()
+    assert text.lstrip().lower().startswith("<!doctype html>")
+    assert "</html>" in text and "<style>" in text
 
 
 def test_greedy_verification_accepts_only_the_argmax() -> None:
