@@ -49,6 +49,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-vision-gpu", action="store_true", help="run the vision encoder on the CPU")
     g.add_argument("--threads", type=int, default=0, metavar="N", help="CPU threads (default: physical cores)")
     g.add_argument("--flash-attn", action="store_true", help="use flash attention")
+    g.add_argument("--no-speculative", action="store_true",
+                   help="one token per step (no drafts from the text; the output is the same either way)")
 
 
 def _add_sampling_args(p: argparse.ArgumentParser, *, instruction: bool) -> None:
@@ -180,7 +182,8 @@ def make_backend(args: argparse.Namespace) -> Any:
     if args.threads < 0:
         raise UsageError("--threads must not be negative")
     opts = EngineOptions(n_gpu_layers=_gpu_layers(args.gpu_layers), vision_gpu=not args.no_vision_gpu,
-                         n_threads=args.threads, flash_attention=args.flash_attn)
+                         n_threads=args.threads, flash_attention=args.flash_attn,
+                         speculative=False if args.no_speculative else None)
     return LocalBackend(resolve_pair(args), opts)
 
 
@@ -298,6 +301,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
                 "timings": _timings(out.stats),
                 "finish_reason": out.stats.finish_reason if out.stats else "",
                 "seed": getattr(out.stats, "seed", None),
+                "draft_tokens": getattr(out.stats, "draft_tokens", 0),
+                "accepted_draft_tokens": getattr(out.stats, "accepted_draft_tokens", 0),
             }
             if len(out.variants) > 1:
                 obj["variants"] = [extract_html(t) for _, t in sorted(out.variants.items())]

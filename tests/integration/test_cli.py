@@ -96,6 +96,18 @@ def test_discover_reads_manifests_and_skips_broken_ones(tiny_pair: TinyPair, tmp
 
 
 # ------------------------------------------------------------------ command line
+def test_no_speculative_drafts_nothing_and_changes_nothing(tiny_pair: TinyPair, page: Path) -> None:
+    runs = {}
+    for flag in ((), ("--no-speculative",)):
+        r = web2code("generate", str(page), *_pair_args(tiny_pair), "--temperature", "0", "--max-tokens", "24",
+                     "--json", *flag)
+        assert r.returncode == 0, r.stderr
+        runs[bool(flag)] = json.loads(r.stdout)
+    assert runs[True]["draft_tokens"] == 0
+    assert runs[False]["draft_tokens"] > 0  # the tiny model copies its prompt: drafts are found
+    assert runs[True]["token_ids"] == runs[False]["token_ids"]
+
+
 def test_generate_json_reports_text_ids_and_timings(tiny_pair: TinyPair, page: Path,
                                                     reference_tokenizer: Path) -> None:
     from tests.unit.test_prompt import expected_prompt_token_ids
