@@ -6,11 +6,12 @@ tokens are taken as what the model generates, and we time producing them
 through the real llama.cpp at the benchmark shapes
 
 * plainly: one ``llama_decode`` of one token per step (what any engine does), and
-* speculatively: the engine's own n-gram drafter (``speculative.NgramIndex``)
-  proposes up to ``draft_max`` tokens, one batched ``llama_decode`` verifies
-  them, and the accepted prefix is exactly the part of the draft that equals
-  the page's next tokens (for greedy decoding of a model that writes this page,
-  that is what verification accepts).
+* speculatively: the engine's own drafting policy (``Session.new_drafter``:
+  the HTML prior, the draft length and the pause rule for this device) proposes
+  tokens, the engine's ``_decode_step`` verifies them in one batch (padded to
+  4 rows on the CPU), and the accepted prefix is exactly the part of the draft
+  that equals the page's next tokens (for greedy decoding of a model that
+  writes this page, that is what verification accepts).
 
 Both modes also fetch the logits of every evaluated position and compute the
 sampling distribution from them, as the engine does, so the comparison holds
@@ -75,27 +76,23 @@ def replay_plain(session: Any, tokens: list[int], n_prompt: int) -> float:
     return time.perf_counter() - t0
 
 
-def replay_speculative(session: Any, tokens: list[int], n_prompt: int, draft_max: int,
-                       ngram: tuple[int, int] = (2, 4)) -> tuple[float, int, int]:
+def replay_speculative(session: Any, tokens: list[int], n_prompt: int) -> tuple[float, int, int]:
     import llama_cpp
-
-    from web2code.app.engine.speculative import NgramIndex
 
     n_vocab = llama_cpp.llama_vocab_n_tokens(session._vocab)
     offset = session.info.logit_offset
     mem = llama_cpp.llama_get_memory(session._ctx)
-    index = NgramIndex(*ngram)
-    index.extend([k if isinstance(k, int) else -1 for k in session._kv_keys[:n_prompt]])
+    drafter = session.new_drafter(html=True)
     drafted = accepted = 0
     t0 = time.perf_counter()
     i = 0
     pos = n_prompt
     while i < len(tokens):
         tok = tokens[i]
-        index.append(tok)
-        drafts = index.draft(min(draft_max, len(tokens) - i - 1))
+        drafter.append(tok)
+        drafts = drafter.propose(len(tokens) - i - 1)
         batch = [tok, *drafts]
-        session._decode_tokens(batch, pos, want_logits=[True] * len(batch))
+        session._decode_step(batch, range(pos, pos + len(batch)), [0] * len(batch), [True] * len(batch))
         ok = 0
         for j, d in enumerate(drafts):
             _choose(session, j, n_vocab, offset)
@@ -106,23 +103,66 @@ def replay_speculative(session: Any, tokens: list[int], n_prompt: int, draft_max
             _choose(session, len(drafts), n_vocab, offset)
         drafted += len(drafts)
         accepted += ok
+        drafter.record(len(drafts), ok)
         if ok < len(drafts):
             llama_cpp.llama_memory_seq_rm(mem, 0, pos + 1 + ok, -1)
-        index.extend(tokens[i + 1:i + 1 + ok])
+        drafter.extend(tokens[i + 1:i + 1 + ok])
         pos += 1 + ok
         i += 1 + ok
     return time.perf_counter() - t0, drafted, accepted
+
+
+def step_costs(session: Any, n_prompt: int, reps: int = 5) -> dict[int, float]:
+    """Median seconds of one generation step of 1 row and of a verify batch (1 + draft_max rows,
+    padded as the engine pads), measured through the engine's own _decode_step."""
+    k = session.new_drafter().draft_max
+    out: dict[int, float] = {}
+    for rows in (1, 1 + k):
+        times = []
+        for _ in range(reps):
+            _reset(session, n_prompt)
+            toks = list(range(1000, 1000 + rows))
+            t0 = time.perf_counter()
+            session._decode_step(toks, range(n_prompt, n_prompt + rows), [0] * rows, [True] * rows)
+            times.append(time.perf_counter() - t0)
+        out[rows] = statistics.median(times)
+    _reset(session, n_prompt)
+    return out
+
+
+def simulate(session: Any, tokens: list[int], n_prompt: int, costs: dict[int, float]) -> tuple[float, float]:
+    """The same drafting policy without the model: (plain seconds, speculative seconds) predicted
+    from the measured step costs (a verify step costs the same whatever its draft length: padded)."""
+    drafter = session.new_drafter(html=True)
+    k = drafter.draft_max
+    spec = 0.0
+    i = 0
+    while i < len(tokens):
+        drafter.append(tokens[i])
+        drafts = drafter.propose(len(tokens) - i - 1)
+        ok = 0
+        for j, d in enumerate(drafts):
+            if d != tokens[i + 1 + j]:
+                break
+            ok += 1
+        drafter.record(len(drafts), ok)
+        spec += costs[1 + k] if drafts else costs[1]
+        drafter.extend(tokens[i + 1:i + 1 + ok])
+        i += 1 + ok
+    return len(tokens) * costs[1], spec
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pair", type=Path, required=True, help="a folder with manifest.json (Q4_K_M pair)")
     ap.add_argument("--pages", type=int, default=3)
-    ap.add_argument("--tokens", type=int, default=160, help="tokens replayed per page")
-    ap.add_argument("--draft-max", type=int, default=8)
-    ap.add_argument("--ngram", default="2,4", help="smallest,largest n-gram the drafter matches")
+    ap.add_argument("--tokens", type=int, default=160, help="tokens replayed per page (0: the whole page)")
+    ap.add_argument("--draft-max", type=int, default=0, help="0: the engine's default for the device")
+    ap.add_argument("--no-pad", action="store_true", help="do not pad verify batches to 4 rows on the CPU")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument("--no-simulate", action="store_true",
+                    help="skip the model-free prediction over every whole corpus page")
     args = ap.parse_args(argv)
 
     from web2code.app.engine.pair import choose, discover
@@ -132,22 +172,23 @@ def main(argv: list[str] | None = None) -> int:
     if pair is None:
         print(f"error: no model pair in {args.pair}", file=sys.stderr)
         return 2
-    session = Session(pair, EngineOptions(n_gpu_layers=0, n_threads=args.threads))
+    session = Session(pair, EngineOptions(n_gpu_layers=0, n_threads=args.threads, draft_max=args.draft_max,
+                                          pad_batches=not args.no_pad))
     n_prompt = _prefill(session)
-    ngram = tuple(int(x) for x in args.ngram.split(","))
+    probe = session.new_drafter()
     # Warm up llama.cpp's kernels and caches so the first timed page is not the slow one.
     warm = session.tokenize("<div class=\"card\"><h2>Warm up</h2></div>")
     replay_plain(session, warm, n_prompt)
     _reset(session, n_prompt)
-    replay_speculative(session, warm, n_prompt, args.draft_max)
+    replay_speculative(session, warm, n_prompt)
     pages = sorted((HERE / "corpus").glob("*.html"))[: args.pages]
     rows = []
     for page in pages:
-        toks = session.tokenize(page.read_text(encoding="utf-8"))[: args.tokens]
+        toks = session.tokenize(page.read_text(encoding="utf-8"))[: args.tokens or None]
         _reset(session, n_prompt)
         t_plain = replay_plain(session, toks, n_prompt)
         _reset(session, n_prompt)
-        t_spec, drafted, accepted = replay_speculative(session, toks, n_prompt, args.draft_max, ngram)  # type: ignore[arg-type]
+        t_spec, drafted, accepted = replay_speculative(session, toks, n_prompt)
         _reset(session, n_prompt)
         row = {"page": page.name, "tokens": len(toks), "plain_tok_s": round(len(toks) / t_plain, 3),
                "spec_tok_s": round(len(toks) / t_spec, 3), "speedup": round(t_plain / t_spec, 3),
@@ -155,13 +196,28 @@ def main(argv: list[str] | None = None) -> int:
                "acceptance": round(accepted / drafted, 3) if drafted else 0.0}
         rows.append(row)
         print(json.dumps(row), flush=True)
+    predicted: dict[str, Any] = {}
+    if not args.no_simulate:
+        costs = step_costs(session, n_prompt)
+        sims = []
+        for page in sorted((HERE / "corpus").glob("*.html")):
+            toks = session.tokenize(page.read_text(encoding="utf-8"))
+            plain, spec = simulate(session, toks, n_prompt, costs)
+            sims.append({"page": page.name, "tokens": len(toks), "speedup": round(plain / spec, 3),
+                         "plain_s": plain, "spec_s": spec})
+        predicted = {"step_costs_s": {str(k): round(v, 4) for k, v in costs.items()}, "pages": sims,
+                     "median_speedup": round(statistics.median(x["speedup"] for x in sims), 3),
+                     "total_speedup": round(sum(x["plain_s"] for x in sims) / sum(x["spec_s"] for x in sims), 3)}
+        print(json.dumps(predicted), flush=True)
     session.close()
     summary = {
-        "pair": str(pair.model), "draft_max": args.draft_max, "ngram": list(ngram), "pages": rows,
+        "pair": str(pair.model), "draft_max": probe.draft_max, "padded_to": session._pad_rows,
+        "prior_tokens": len(session._prior_tokens or []), "pages": rows,
         "median_speedup": round(statistics.median(r["speedup"] for r in rows), 3),
         "total_speedup": round(sum(r["tokens"] / r["plain_tok_s"] for r in rows)
                                / sum(r["tokens"] / r["spec_tok_s"] for r in rows), 3),
         "median_acceptance": round(float(np.median([r["acceptance"] for r in rows])), 3),
+        "predicted_whole_corpus": predicted,
     }
     print(json.dumps({k: v for k, v in summary.items() if k != "pages"}))
     if args.json:

@@ -197,7 +197,7 @@ def markdown(r: dict[str, Any], png_name: str | None) -> str:
                   "back), so they need not equal the ratio of the two medians shown next to them.", ""]
     if png_name:
         lines += ["## Per-phase breakdown", "", f"![per-phase breakdown]({png_name})", ""]
-    lines += _section_rounds(r) + _section_ceiling(r) + _section_inproc(r) + _section_convert(r)
+    lines += _section_rounds(r) + _section_ceiling(r) + _section_batches(r) + _section_inproc(r) + _section_convert(r)
     lines += _section_memory(r) + _section_gui(r)
     lines += _section_replay(r)
     if r.get("errors"):
@@ -253,8 +253,10 @@ def _section_rounds(r: dict[str, Any]) -> list[str]:
     if info:
         out += ["", f"llama-bench: build {info.get('build_commit')}, backends {info.get('backends')}, "
                     f"model {_gib(info.get('model_size'))}, {info.get('model_n_params')} parameters."]
-    out += ["", "llama-mtmd-cli runs with `-n 0 -lv 4` and the GGUF's own chat template (the training template, "
-                "system text included); its time to first token is read from its timestamped log, from the line "
+    out += ["", "llama-mtmd-cli runs with `-n 0 -lv 4 --jinja`: the GGUF's own chat template (the training "
+                "template, system text included; without `--jinja` it falls back to a built-in format that drops "
+                "the default system text, about 30 positions fewer than the engine evaluates); its time to first "
+                "token is read from its timestamped log, from the line "
                 "before it evaluates the message to the perf print after it (its llama_perf prompt counters do "
                 "not cover the whole multimodal prompt)."]
     out += ["", "The engine's decode rate counts n−1 evaluations for n tokens (the first token comes from the "
@@ -293,6 +295,22 @@ def _section_ceiling(r: dict[str, Any]) -> list[str]:
     return out
 
 
+def _section_batches(r: dict[str, Any]) -> list[str]:
+    b = r.get("batches")
+    if not b:
+        return []
+    out = ["## What a batch of n rows costs", "",
+           "One `llama_decode` of n token rows against one row (`llama-bench` pp n, one ubatch, median of the "
+           f"repetitions; `{b['cmd']}`). Generation steps of several variants and speculative verify batches are "
+           "such batches. On the CPU the repacked Q4_K kernels multiply four rows at a time, so a 4-row batch "
+           "costs less than a 3-row one: the engine pads batches of 2-3 rows to 4 with throw-away rows and "
+           "drafts 3 tokens per verify step.", "",
+           "| rows | tokens/s | s per batch | × one row |", "|---|---|---|---|"]
+    for row in b["rows"]:
+        out.append(f"| {row['rows']} | {row['tokens_per_s']:.2f} | {row['s_per_batch']:.3f} | {row['x_one_row']}× |")
+    return [*out, ""]
+
+
 def _section_inproc(r: dict[str, Any]) -> list[str]:
     ip = r.get("inproc")
     if not ip:
@@ -318,8 +336,11 @@ def _section_inproc(r: dict[str, Any]) -> list[str]:
                 f"tokens {va['n_generated_three']}",
                 f"- ratio (wall): {_med(va, 'ratio_wall')} (runs {_runs(va['ratio_wall'])}); ratio (decode only): "
                 f"{_med(va, 'ratio_decode')}",
-                f"- the first multi-variant request re-creates the context (more sequences) and so re-evaluates "
-                f"the prompt: {fm.get('wall_s', 0):.2f} s wall, prefill {fm.get('prefill_s', 0):.2f} s", ""]
+                f"- the first multi-variant request re-creates the context (more sequences and cells) and moves "
+                f"the prompt's KV cells into it: {fm.get('wall_s', 0):.2f} s wall, prefill "
+                f"{fm.get('prefill_s', 0):.2f} s, positions evaluated "
+                f"{fm.get('n_prompt_tokens', 0) - fm.get('reused_prefix_tokens', 0)} of {fm.get('n_prompt_tokens', 0)}",
+                ""]
     return out
 
 
@@ -385,10 +406,13 @@ def _section_replay(r: dict[str, Any]) -> list[str]:
     rp = r.get("replay")
     if not rp:
         return ["## Speculative decoding", "", "Not measured in this run (`--only replay`).", ""]
+    padded = f", padded to {rp['padded_to']} rows" if rp.get("padded_to") else ""
+    prior = (f"; the draft history starts with the built-in HTML prior ({rp['prior_tokens']} tokens)"
+             if rp.get("prior_tokens") else "")
     lines = ["## Speculative decoding", "",
-             "Replay: each page of `bench/corpus/` is forced as the model's output and produced through llama.cpp "
-             "plainly (one token per decode) and with the engine's n-gram drafter (up to "
-             f"{rp.get('draft_max')} drafted tokens verified in one batch, n-grams {rp.get('ngram')}); both fetch "
+             "Replay: the first tokens of each page of `bench/corpus/` are forced as the model's output and "
+             "produced through llama.cpp plainly (one token per decode) and with the engine's drafting policy "
+             f"(up to {rp.get('draft_max')} drafted tokens verified in one batch{padded}{prior}); both fetch "
              "every evaluated position's logits and compute the distribution, as the engine does.", "",
              "| page | tokens | plain tok/s | speculative tok/s | speed-up | drafted | accepted |",
              "|---|---|---|---|---|---|---|"]
@@ -396,6 +420,16 @@ def _section_replay(r: dict[str, Any]) -> list[str]:
         lines.append(f"| {p['page']} | {p['tokens']} | {p['plain_tok_s']} | {p['spec_tok_s']} | {p['speedup']}× "
                      f"| {p['drafted']} | {p['accepted']} ({p['acceptance']}) |")
     lines += ["", f"Total: {rp.get('total_speedup')}× (median page {rp.get('median_speedup')}×).", ""]
+    pr = rp.get("predicted_whole_corpus") or {}
+    if pr:
+        costs = pr.get("step_costs_s", {})
+        one = costs.get("1")
+        verify = {k: v for k, v in costs.items() if k != "1"}
+        lines += ["Whole pages, every page of the corpus, predicted without the model: the same drafting policy "
+                  "run over each page's tokens, each step priced at the step costs measured in the same process "
+                  f"(one row {one} s; verify batch {', '.join(f'{k} rows {v} s' for k, v in verify.items())}). "
+                  f"Predicted speed-up: total {pr.get('total_speedup')}×, median page {pr.get('median_speedup')}× "
+                  "(" + ", ".join(f"{x['page'][:2]}: {x['speedup']}×" for x in pr.get("pages", [])) + ").", ""]
     return lines
 
 

@@ -7,6 +7,7 @@ Phases (``--only`` picks some, comma-separated):
 * ``ttft``      image encode + prefill vs ``llama-mtmd-cli`` on the same image and prompt
 * ``reuse``     regenerate for the same image (encoded image + KV prefix reused) vs cold
 * ``variants``  three variants together vs one
+* ``batches``   what one llama_decode of n rows costs vs one row (``llama-bench`` pp n): why the CPU pads to 4
 * ``memory``    application + worker resident memory with the pair loaded (+ where it goes)
 * ``bandwidth`` memory read bandwidth -> decode ceiling
 * ``gui``       window shown after launch; the preview and event loop while streaming (gui_stream.py)
@@ -40,7 +41,7 @@ from .checkpoint import input_bytes, is_complete
 from .procs import REPO, machine_info, median, run_measured, summary, venv_tool
 from .sizes import SIZES, Size
 
-PHASES = ("convert", "decode", "ttft", "reuse", "variants", "memory", "bandwidth", "gui", "replay")
+PHASES = ("convert", "decode", "ttft", "reuse", "variants", "batches", "memory", "bandwidth", "gui", "replay")
 GiB = 2**30
 QUANT = "Q4_K_M"
 
@@ -204,7 +205,7 @@ def phase_convert(ctx: Ctx) -> dict[str, Any]:
 def engine_cli_run(ctx: Ctx, model: Path, mmproj: Path, image: Path, *, n_tokens: int, seed: int) -> dict[str, Any]:
     cmd = [venv_tool("web2code"), "generate", str(image), "--model", str(model), "--mmproj", str(mmproj),
            "--threads", str(ctx.threads), "--gpu-layers", "0", "--json", "--max-tokens", str(n_tokens),
-           "--seed", str(seed)]
+           "--seed", str(seed), "--no-speculative"]  # the plain decode loop, like llama-bench tg
     m = run_measured(cmd).check("web2code generate")
     obj = json.loads(m.stdout.strip().splitlines()[-1])
     t = obj["timings"]
@@ -353,6 +354,28 @@ def phase_inproc(ctx: Ctx, do_reuse: bool, do_variants: bool) -> dict[str, Any]:
     return out
 
 
+# ------------------------------------------------------------------------------------- batches
+BATCH_ROWS = (1, 2, 3, 4, 5, 8)
+
+
+def phase_batches(ctx: Ctx) -> dict[str, Any]:
+    """Seconds per llama_decode of n rows (one ubatch), relative to one row: the engine pads
+    generation batches of 2-3 rows to 4 and drafts 3 tokens on the CPU because of this curve."""
+    model, _ = ctx.pair_files()
+    exe = ctx.tool("llama-bench")
+    res = anchors.llama_bench(exe, model, threads=ctx.threads, n_gen=0, depths=[0], reps=max(ctx.rounds, 3),
+                              n_prompt=",".join(str(n) for n in BATCH_ROWS), extra=["-lm", "none"])
+    rows = []
+    for t in res["tests"]:
+        n = int(t["n_prompt"])
+        rows.append({"rows": n, "tokens_per_s": t["median_ts"], "s_per_batch": n / t["median_ts"]})
+    one = next(r["s_per_batch"] for r in rows if r["rows"] == 1)
+    for r in rows:
+        r["x_one_row"] = round(r["s_per_batch"] / one, 3)
+    log("batch cost: " + ", ".join(f"{r['rows']} rows {r['x_one_row']}x" for r in rows))
+    return {"cmd": res["cmd"], "rows": rows}
+
+
 # -------------------------------------------------------------------------------------- memory
 def phase_memory(ctx: Ctx, diagnostics: bool) -> dict[str, Any]:
     model, mmproj = ctx.pair_files()
@@ -418,7 +441,7 @@ def phase_bandwidth(ctx: Ctx) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------ main
-def phase_replay(ctx: Ctx, pages: int = 2, tokens: int = 300) -> dict[str, Any]:
+def phase_replay(ctx: Ctx, pages: int = 3, tokens: int = 300) -> dict[str, Any]:
     """Speculative decoding by replaying bench/corpus pages through the engine (bench/replay.py)."""
     out = ctx.pair_dir / "replay.json"
     cmd = [sys.executable, "-m", "bench.replay", "--pair", str(ctx.pair_dir), "--pages", str(pages),
@@ -446,6 +469,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tools-dir", type=Path, default=anchors.TOOLS_DIR)
     ap.add_argument("--build-tools", action="store_true", help="build llama-bench/llama-mtmd-cli if missing")
     ap.add_argument("--no-memory-diagnostics", action="store_true")
+    ap.add_argument("--replay-pages", type=int, default=3, help="corpus pages the replay phase forces as output")
+    ap.add_argument("--replay-tokens", type=int, default=300, help="tokens per page (0: whole pages)")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     ap.add_argument("--append-rounds", action="store_true",
                     help="decode/ttft: add this run's rounds to today's instead of replacing them")
@@ -502,7 +527,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if "convert" in only:
         step("convert", lambda: phase_convert(ctx))
-    if any(p in only for p in ("decode", "ttft", "reuse", "variants", "memory", "bandwidth")):
+    if any(p in only for p in ("decode", "ttft", "reuse", "variants", "batches", "memory", "bandwidth")):
         try:
             ensure_pair(ctx)
         except Exception as exc:
@@ -512,12 +537,14 @@ def main(argv: list[str] | None = None) -> int:
         step("rounds", lambda: phase_rounds(ctx, "decode" in only, "ttft" in only, args.append_rounds))
     if "reuse" in only or "variants" in only:
         step("inproc", lambda: phase_inproc(ctx, "reuse" in only, "variants" in only))
+    if "batches" in only:
+        step("batches", lambda: phase_batches(ctx))
     if "memory" in only:
         step("memory", lambda: phase_memory(ctx, not args.no_memory_diagnostics))
     if "bandwidth" in only:
         step("bandwidth", lambda: phase_bandwidth(ctx))
     if "replay" in only:
-        step("replay", lambda: phase_replay(ctx))
+        step("replay", lambda: phase_replay(ctx, args.replay_pages, args.replay_tokens))
     if "gui" in only:
         step("gui", lambda: {"window_shown": gui_hooks.window_shown_after_launch(),
                              "streaming_preview": gui_hooks.measure_streaming_preview()})
