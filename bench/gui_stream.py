@@ -63,6 +63,7 @@ def measure(max_tokens: int) -> dict[str, float]:
 
     renders: list[float] = []
     stalls: list[float] = []
+    stall_at: list[float] = []  # ms since the first token
     state = {"streaming": False, "t0": 0.0, "t1": 0.0, "tokens": 0}
     clock = QElapsedTimer()
     clock.start()
@@ -72,6 +73,7 @@ def measure(max_tokens: int) -> dict[str, float]:
         now = clock.elapsed()
         if state["streaming"]:
             stalls.append(max(0.0, now - last[0] - 10))
+            stall_at.append((time.perf_counter() - state["t0"]) * 1e3)
         last[0] = now
 
     timer = QTimer()
@@ -120,6 +122,7 @@ def measure(max_tokens: int) -> dict[str, float]:
         "preview_updates": float(len(renders)),
         "preview_updates_per_s": round(len(renders) / duration, 2) if duration > 0 else 0.0,
         "max_stall_ms": round(max(stalls, default=0.0), 1),
+        "max_stall_at_ms": round(stall_at[stalls.index(max(stalls))], 1) if stalls else 0.0,
         "p99_stall_ms": round(statistics.quantiles(stalls, n=100)[98], 1) if len(stalls) >= 100 else 0.0,
         "load_average_1m": round(os.getloadavg()[0], 2),
     }

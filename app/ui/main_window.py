@@ -72,6 +72,7 @@ from .widgets import Banner, Disclosure
 
 PHASES = {"load": "Loading model", "encode": "Encoding image", "prefill": "Reading prompt"}
 PREVIEW_INTERVAL_MS = 120  # ≈ 8 preview updates per second while tokens arrive
+COUNT_INTERVAL_MS = 100  # token counter and progress bar while tokens arrive
 EDIT_DEBOUNCE_MS = 400
 
 
@@ -123,6 +124,8 @@ class MainWindow(QMainWindow):
         self._build_docks()
         self._build_status()
         self._preview_throttle = Throttle(self._refresh_preview, PREVIEW_INTERVAL_MS, self)
+        # QProgressBar.setValue repaints at once (~1 ms, spikes of tens): not once per token.
+        self._count_throttle = Throttle(self._show_count, COUNT_INTERVAL_MS, self)
         self._edit_timer = QTimer(self)
         self._edit_timer.setSingleShot(True)
         self._edit_timer.setInterval(EDIT_DEBOUNCE_MS)
@@ -747,8 +750,7 @@ class MainWindow(QMainWindow):
             if not self._t_first:
                 self._t_first = time.monotonic()
             self._n_tokens += 1
-            self.progress.setValue(min(self.progress.maximum(), self._n_tokens))
-            self.tokens_label.setText(f"{self._n_tokens} tokens")
+            self._count_throttle()
             if self.job_kind == "ask":
                 self.ask_panel.add_text(ev.text)
                 return
@@ -761,11 +763,17 @@ class MainWindow(QMainWindow):
         elif isinstance(ev, Failed):
             self._failed(ev)
 
+    def _show_count(self) -> None:
+        if self.job is not None:
+            self.progress.setValue(min(self.progress.maximum(), self._n_tokens))
+            self.tokens_label.setText(f"{self._n_tokens} tokens")
+
     def _refresh_preview(self) -> None:
         if self.job is not None and self.job_kind == "generate":
             self.preview.set_html(self._live.update(self._raw), final=False)
 
     def _finished(self, ev: Finished) -> None:
+        self._count_throttle.flush()
         st = ev.stats
         self.last_seed = st.seed
         reason = st.finish_reason
@@ -792,6 +800,7 @@ class MainWindow(QMainWindow):
         self._record(html, status, dataclasses.asdict(st))
 
     def _failed(self, ev: Failed) -> None:
+        self._count_throttle.flush()
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
         self.phase_label.setText("Failed")

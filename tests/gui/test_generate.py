@@ -54,7 +54,7 @@ def test_tokens_stream_into_code_view_and_preview_changes(qtbot: QtBot, win: Mai
     assert len(texts) >= 2 and texts[0] != texts[-1]  # the code view grew while streaming
     distinct = {f.bits().tobytes() if hasattr(f.bits(), "tobytes") else bytes(f.constBits()) for f in frames}
     assert len(distinct) >= 2, f"{len(frames)} preview frames while streaming, all identical"
-    assert "tokens" in win.tokens_label.text()
+    assert win.tokens_label.text() == f"{win._n_tokens} tokens" and win._n_tokens > 0  # the last count shows
 
 
 def test_result_is_in_history_after_restart(qtbot: QtBot, win: MainWindow, tmp_path: Path) -> None:
