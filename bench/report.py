@@ -410,7 +410,8 @@ def _section_replay(r: dict[str, Any]) -> list[str]:
     prior = (f"; the draft history starts with the built-in HTML prior ({rp['prior_tokens']} tokens)"
              if rp.get("prior_tokens") else "")
     lines = ["## Speculative decoding", "",
-             "Replay: the first tokens of each page of `bench/corpus/` are forced as the model's output and "
+             "Replay: pages of `bench/corpus/` (whole, or their first tokens: see the counts) are forced as "
+             "the model's output and "
              "produced through llama.cpp plainly (one token per decode) and with the engine's drafting policy "
              f"(up to {rp.get('draft_max')} drafted tokens verified in one batch{padded}{prior}); both fetch "
              "every evaluated position's logits and compute the distribution, as the engine does.", "",
