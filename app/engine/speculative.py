@@ -28,14 +28,14 @@ Where the drafts come from, and how many (measured at the 7B shapes on a
   drafted from the first token on instead of only after they were written
   once. The generated text comes later in the history, so its own repetitions
   win over the prior's.
-* On the CPU a verify batch of 1 + 3 drafts costs 1.41x one decode step (the
-  repacked Q4_K kernels multiply four rows at a time), while batches of 2 or 3
-  rows cost 1.52x and 1.95x; longer drafts cost more than they win. So the CPU
+* On the CPU a verify batch of 1 + 3 drafts costs about 1.5x one decode step
+  (the repacked Q4_K kernels multiply four rows at a time), while batches of 2
+  or 3 rows cost 1.6x and 2.1x; longer drafts cost more than they win. So the CPU
   drafts at most 3 tokens and the session pads shorter batches to 4 rows.
   With a GPU a batch costs about one step whatever its size: up to 8 drafts.
 * Drafting pauses while the drafts stop paying for themselves: when the last
   16 verify steps accepted fewer tokens per step than the batch's extra cost
-  (0.41 of a step on the CPU), and probes again every 8 steps.
+  (half a step on the CPU), and probes again every 8 steps.
 
 This module holds the model-free parts (the draft index, the drafting policy
 and the sampling maths) so they can be tested on their own; session.py drives
@@ -57,8 +57,9 @@ F64 = npt.NDArray[np.float64]
 
 #: Rows of one verify batch on the CPU (the repacked kernels' GEMM tile).
 CPU_BATCH_ROWS = 4
-#: Extra cost of a padded 4-row batch over one decode step, in steps (CPU, measured: 1.41x).
-CPU_EXTRA_COST = 0.41
+#: Extra cost of a padded 4-row verify batch over one decode step, in steps (CPU, 7B Q4_K_M,
+#: 2 threads: llama-bench pp4 1.53x, the engine's verify step with every row's logits 1.56x).
+CPU_EXTRA_COST = 0.5
 #: With GPU offload a batch of up to 9 rows costs about one step.
 GPU_DRAFT_MAX = 8
 GPU_EXTRA_COST = 0.05
