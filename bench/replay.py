@@ -27,6 +27,7 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -76,39 +77,43 @@ def replay_plain(session: Any, tokens: list[int], n_prompt: int) -> float:
     return time.perf_counter() - t0
 
 
+def forced_steps(drafter: Any, tokens: list[int]) -> Iterator[tuple[int, list[int], int]]:
+    """The drafting policy over tokens forced as the output: per verify step, (index of the
+    step's token, the drafts, how many of them equal the next forced tokens). The drafter
+    learns what was kept once the caller has handled the step."""
+    i = 0
+    while i < len(tokens):
+        drafter.append(tokens[i])
+        drafts = drafter.propose(len(tokens) - i - 1)
+        ok = 0
+        while ok < len(drafts) and drafts[ok] == tokens[i + 1 + ok]:
+            ok += 1
+        yield i, drafts, ok
+        drafter.record(len(drafts), ok)
+        drafter.extend(tokens[i + 1:i + 1 + ok])
+        i += 1 + ok
+
+
 def replay_speculative(session: Any, tokens: list[int], n_prompt: int) -> tuple[float, int, int]:
     import llama_cpp
 
     n_vocab = llama_cpp.llama_vocab_n_tokens(session._vocab)
     offset = session.info.logit_offset
     mem = llama_cpp.llama_get_memory(session._ctx)
-    drafter = session.new_drafter(html=True)
     drafted = accepted = 0
     t0 = time.perf_counter()
-    i = 0
-    pos = n_prompt
-    while i < len(tokens):
-        tok = tokens[i]
-        drafter.append(tok)
-        drafts = drafter.propose(len(tokens) - i - 1)
-        batch = [tok, *drafts]
+    for i, drafts, ok in forced_steps(session.new_drafter(html=True), tokens):
+        pos = n_prompt + i
+        batch = [tokens[i], *drafts]
         session._decode_step(batch, range(pos, pos + len(batch)), [0] * len(batch), [True] * len(batch))
-        ok = 0
-        for j, d in enumerate(drafts):
+        # The engine reads the distribution at every verified position: the accepted drafts,
+        # then the one that chooses the next token (a rejected draft's replacement or the bonus).
+        for j in range(ok + 1):
             _choose(session, j, n_vocab, offset)
-            if d != tokens[i + 1 + j]:
-                break
-            ok += 1
-        else:
-            _choose(session, len(drafts), n_vocab, offset)
         drafted += len(drafts)
         accepted += ok
-        drafter.record(len(drafts), ok)
         if ok < len(drafts):
             llama_cpp.llama_memory_seq_rm(mem, 0, pos + 1 + ok, -1)
-        drafter.extend(tokens[i + 1:i + 1 + ok])
-        pos += 1 + ok
-        i += 1 + ok
     return time.perf_counter() - t0, drafted, accepted
 
 
@@ -130,25 +135,12 @@ def step_costs(session: Any, n_prompt: int, reps: int = 5) -> dict[int, float]:
     return out
 
 
-def simulate(session: Any, tokens: list[int], n_prompt: int, costs: dict[int, float]) -> tuple[float, float]:
+def simulate(session: Any, tokens: list[int], costs: dict[int, float]) -> tuple[float, float]:
     """The same drafting policy without the model: (plain seconds, speculative seconds) predicted
     from the measured step costs (a verify step costs the same whatever its draft length: padded)."""
     drafter = session.new_drafter(html=True)
     k = drafter.draft_max
-    spec = 0.0
-    i = 0
-    while i < len(tokens):
-        drafter.append(tokens[i])
-        drafts = drafter.propose(len(tokens) - i - 1)
-        ok = 0
-        for j, d in enumerate(drafts):
-            if d != tokens[i + 1 + j]:
-                break
-            ok += 1
-        drafter.record(len(drafts), ok)
-        spec += costs[1 + k] if drafts else costs[1]
-        drafter.extend(tokens[i + 1:i + 1 + ok])
-        i += 1 + ok
+    spec = sum(costs[1 + k] if drafts else costs[1] for _, drafts, _ in forced_steps(drafter, tokens))
     return len(tokens) * costs[1], spec
 
 
@@ -202,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         sims = []
         for page in sorted((HERE / "corpus").glob("*.html")):
             toks = session.tokenize(page.read_text(encoding="utf-8"))
-            plain, spec = simulate(session, toks, n_prompt, costs)
+            plain, spec = simulate(session, toks, costs)
             sims.append({"page": page.name, "tokens": len(toks), "speedup": round(plain / spec, 3),
                          "plain_s": plain, "spec_s": spec})
         predicted = {"step_costs_s": {str(k): round(v, 4) for k, v in costs.items()}, "pages": sims,
