@@ -712,7 +712,7 @@ class Session:
                 self._prior_tokens = self.tokenize(prior_text())
             prior = self._prior_tokens
         d = Drafter(k, GPU_EXTRA_COST if on_gpu else CPU_EXTRA_COST, prior=prior)
-        d.extend([k if isinstance(k, int) else -1 for k in self._kv_keys])
+        d.extend([key if isinstance(key, int) else -1 for key in self._kv_keys])  # -1: image rows
         return d
 
     def _generate_speculative(self, params: GenerationParams, seed: int, n_prompt: int,
