@@ -62,8 +62,12 @@ else
         || miss "PyInstaller >= 6.10 in the venv ($PY -m pip install 'pyinstaller>=6.10', or the [bundle] extra)"
     "$PY" -c 'import web2code.app, web2code.converters, web2code.resources' 2>/dev/null \
         || miss "the web2code package in the venv ($PY -m pip install -e .)"
+    # The bundle ships the PySide6 release pyproject.toml pins (6.12.0 crashes long generations).
+    PYSIDE_PIN="$(sed -n 's/^ *"pyside6==\([0-9.]*\)".*/\1/p' "$ROOT/pyproject.toml")"
     "$PY" -c 'import PySide6.QtWebEngineWidgets' 2>/dev/null \
-        || miss "PySide6 with QtWebEngine in the venv (pip install 'pyside6>=6.8,<6.13')"
+        || miss "PySide6 with QtWebEngine in the venv (pip install -e . installs PySide6 $PYSIDE_PIN)"
+    "$PY" -c "import PySide6, shiboken6, sys; sys.exit(not (PySide6.__version__ == shiboken6.__version__ == '$PYSIDE_PIN'))" \
+        2>/dev/null || miss "PySide6 $PYSIDE_PIN, the release pyproject.toml pins, in the venv (pip install -e .)"
     "$PY" -c 'import torch, safetensors' 2>/dev/null \
         || miss "torch (CPU) and safetensors for web2code-convert (pip install torch --index-url https://download.pytorch.org/whl/cpu; pip install -e '.[convert]')"
     "$PY" -c 'import gguf, qtawesome, pygments, PIL, platformdirs, huggingface_hub' 2>/dev/null \

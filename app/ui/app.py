@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
 from ..errors import Web2CodeError
+
+_refcount_floor: object = None  # kept alive for the life of the application (see binding_check)
 
 
 def prepare_qt_environment() -> None:
@@ -38,6 +41,15 @@ def run_gui(image: str | None = None) -> int:
     app.setApplicationName("Web2Code")
     app.setOrganizationName("Web2Code")
     app.setDesktopFileName("web2code")
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.WARNING, format="web2code: %(levelname)s: %(message)s")
+
+    from .binding_check import startup_check
+
+    # A PySide6 that leaks on every signal (6.12.0 on Python 3.11) would crash the
+    # window mid-generation: one line in the log, and the process compensates.
+    global _refcount_floor
+    _refcount_floor = startup_check(parent=app)
 
     from .main_window import MainWindow
 
