@@ -200,7 +200,7 @@ def _run(pair: Any, max_tokens: int, platform: str) -> None:
     class _Provider(BackendProvider):
         def job(self, request: Any, parent: Any = None) -> Any:
             j = super().job(request, parent)
-            j.received.connect(events.append)  # queued to this thread, like the window's own slot
+            j.delivered.connect(events.extend)  # delivered on this thread, like the window's own slot
             return j
 
     provider = _Provider(settings, factory=lambda _s: WorkerBackend(pair, EngineOptions(n_gpu_layers=0)))
@@ -214,6 +214,12 @@ def _run(pair: Any, max_tokens: int, platform: str) -> None:
         raise SelfTestError(f"the main window was not shown (platform {platform})")
     _say("window", f"shown {_since_start():.2f} s after start (platform {platform}, "
                    f"Qt {PySide6.__version__})")
+    from .ui.binding_check import check_signal_refcounts
+
+    binding = check_signal_refcounts()
+    if binding.leaks:
+        raise SelfTestError(f"{binding.line()}: this PySide6 leaks on every signal; bundle the pinned release")
+    _say("binding", f"signal refcounts flat over {binding.emits} emits ({binding.versions})")
 
     try:
         # A blank preview first, so the pixels counted later are the generated page.

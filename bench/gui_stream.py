@@ -64,7 +64,7 @@ def measure(max_tokens: int) -> dict[str, float]:
     renders: list[float] = []
     stalls: list[float] = []
     stall_at: list[float] = []  # ms since the first token
-    state = {"streaming": False, "t0": 0.0, "t1": 0.0, "tokens": 0}
+    state = {"streaming": False, "t0": 0.0, "t1": 0.0, "tokens": 0, "deliveries": 0}
     clock = QElapsedTimer()
     clock.start()
     last = [clock.elapsed()]
@@ -86,21 +86,23 @@ def measure(max_tokens: int) -> dict[str, float]:
             renders.append(time.perf_counter())
 
     win.preview.rendered.connect(on_render)
-    orig = win._on_event
+    orig = win._on_events
 
-    def on_event(ev: object) -> None:
+    def on_events(events: list[object]) -> None:
         from web2code.app.engine.events import Finished, Token
 
-        if isinstance(ev, Token):
-            if not state["streaming"]:
-                state["streaming"], state["t0"] = True, time.perf_counter()
-            state["tokens"] += 1
-        orig(ev)
-        if isinstance(ev, Finished):
+        state["deliveries"] += 1
+        for ev in events:
+            if isinstance(ev, Token):
+                if not state["streaming"]:
+                    state["streaming"], state["t0"] = True, time.perf_counter()
+                state["tokens"] += 1
+        orig(events)
+        if any(isinstance(ev, Finished) for ev in events):
             state["t1"] = time.perf_counter()
             state["streaming"] = False
 
-    win._on_event = on_event  # type: ignore[method-assign]
+    win._on_events = on_events  # type: ignore[method-assign]
     # Wait for the preview's shell page, then generate.
     deadline = time.monotonic() + 60
     while not getattr(win.preview, "_ready", True) and time.monotonic() < deadline:
@@ -117,6 +119,7 @@ def measure(max_tokens: int) -> dict[str, float]:
     app.processEvents()
     return {
         "tokens": float(state["tokens"]),
+        "gui_deliveries": float(state["deliveries"]),  # event batches (Qt signals) that reached the window
         "stream_s": round(duration, 3),
         "tokens_per_s": round(state["tokens"] / duration, 1) if duration > 0 else 0.0,
         "preview_updates": float(len(renders)),

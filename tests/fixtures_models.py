@@ -64,3 +64,19 @@ def tiny_pair(tmp_path_factory: pytest.TempPathFactory, tiny_copy_checkpoint: Pa
     files = {m.quant: out / m.file for m in result.models}
     return TinyPair(dir=out, model=files["F32"], mmproj=out / result.mmproj.file, manifest=result.manifest,
                     checkpoint=tiny_copy_checkpoint, q8=files["Q8_0"])
+
+
+@pytest.fixture(scope="session")
+def long_pair(tmp_path_factory: pytest.TempPathFactory, reference_tokenizer: Path) -> Path:
+    """A copy-head pair with the real model's 2,048-token context: pages as long as the 7B model writes.
+
+    Returns the folder (with manifest) to point ``WEB2CODE_MODELS_DIR`` at.
+    """
+    from web2code.converters.convert import ConvertOptions, convert
+    from web2code.converters.synthetic import write_checkpoint
+
+    ckpt = write_checkpoint(tmp_path_factory.mktemp("ckpt") / "long-copy", seed=2, fmt="safetensors",
+                            tokenizer_json=reference_tokenizer, copy_distance=COPY_DISTANCE, n_positions=2048)
+    out = tmp_path_factory.mktemp("pair") / "long"
+    convert(ConvertOptions(outdir=out, source=str(ckpt), quants=["Q8_0"], name="long"))
+    return out

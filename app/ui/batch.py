@@ -174,10 +174,14 @@ class BatchDialog(QDialog):
         self._raw = ""
         self._t0 = time.monotonic()
         job = self.provider.job(Request(self.files[self._index], self.params), self)
-        job.received.connect(self._event)
+        job.delivered.connect(self._events)
         job.finished.connect(self._job_done)
         self._job = job
         job.start()
+
+    def _events(self, events: list[object]) -> None:
+        for ev in events:
+            self._event(ev)
 
     def _event(self, ev: object) -> None:
         item = self.tree.topLevelItem(self._index)
@@ -232,7 +236,7 @@ class BatchDialog(QDialog):
         self.cancel()
         job = self._job
         if job is not None:
-            job.received.disconnect(self._event)
+            job.delivered.disconnect(self._events)
             job.finished.disconnect(self._job_done)
             job.wait(5000)
             self._job = None

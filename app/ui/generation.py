@@ -14,6 +14,7 @@ from ..engine import pair as pairs
 from ..engine.backend import Backend, Request
 from ..engine.events import Event, Failed
 from ..errors import BackendError, Web2CodeError
+from .throttle import Throttle
 
 
 class _Runner(QObject):
@@ -52,14 +53,23 @@ class EngineThread(QThread):
         self.wait(10000)
 
 
+FRAME_MS = 16  # events reach the GUI at most once per frame (~60 Hz)
+
+
 class StreamJob(QObject):
-    """One request: ``backend.stream(request)`` iterated on the engine thread, events relayed as signals.
+    """One request: ``backend.stream(request)`` iterated on the engine thread, events relayed in batches.
+
+    The engine thread queues every event; the GUI thread takes them in batches,
+    at most once per frame (:data:`FRAME_MS`), through :attr:`delivered`. So a
+    page of thousands of tokens costs the GUI a few hundred signals, not one per
+    token, at any decoding speed. :attr:`finished` follows the last delivery.
 
     The GUI thread only ever calls :meth:`cancel` (``Backend.cancel`` is thread-safe).
     """
 
-    received = Signal(object)  # one engine event (not "event": that would shadow QObject.event)
+    delivered = Signal(list)  # the events since the last delivery, in order
     finished = Signal()
+    _wake = Signal()  # engine thread -> GUI thread: events are waiting (at most one in flight)
 
     def __init__(self, backend: Backend, request: Request, thread: EngineThread,
                  parent: QObject | None = None) -> None:
@@ -67,23 +77,65 @@ class StreamJob(QObject):
         self.backend = backend
         self.request = request
         self.cancelled = False
+        self.deliveries = 0  # how many batches reached the GUI (tests and benchmarks read it)
         self._thread = thread
         self._done = threading.Event()
         self._started = False
+        self._lock = threading.Lock()
+        self._pending: list[Event] = []
+        self._woken = False
+        self._ended = False
+        self._finished_sent = False
+        self._throttle = Throttle(self._deliver, FRAME_MS, self)
+        self._wake.connect(self._on_wake, Qt.ConnectionType.QueuedConnection)
 
     def start(self) -> None:
         self._started = True
         self._thread.runner.submit.emit(self)
 
     def execute(self) -> None:
+        """Runs on the engine thread."""
         try:
             if not self.cancelled:
                 for ev in self.backend.stream(self.request):
-                    self.received.emit(ev)
+                    self._push(ev, end=False)
         except Exception as exc:  # a bug below the backend: still a message, not a dead thread
-            self.received.emit(Failed.from_exception(exc))
+            self._push(Failed.from_exception(exc), end=False)
         finally:
+            self._push(None, end=True)
             self._done.set()
+
+    def _push(self, ev: Event | None, end: bool) -> None:
+        with self._lock:
+            if ev is not None:
+                self._pending.append(ev)
+            self._ended = self._ended or end
+            if self._woken:
+                return
+            self._woken = True
+        self._wake.emit()
+
+    @Slot()
+    def _on_wake(self) -> None:
+        with self._lock:
+            ended = self._ended
+        if ended:  # the last batch goes at once: nothing more will come
+            self._throttle.cancel()
+            self._deliver()
+        else:
+            self._throttle()
+
+    def _deliver(self) -> None:
+        """GUI thread: hand over what arrived, then ``finished`` once the stream has ended."""
+        with self._lock:
+            batch, self._pending = self._pending, []
+            self._woken = False
+            end = self._ended and not self._finished_sent
+            self._finished_sent = self._finished_sent or end
+        if batch:
+            self.deliveries += 1
+            self.delivered.emit(batch)
+        if end:
             self.finished.emit()
 
     def cancel(self) -> None:

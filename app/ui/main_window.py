@@ -693,7 +693,7 @@ class MainWindow(QMainWindow):
             return False
         if self.banner.kind in ("error", "warning"):
             self.banner.dismiss()
-        job.received.connect(self._on_event)
+        job.delivered.connect(self._on_events)
         job.finished.connect(self._job_finished)
         self.job, self.job_kind, self.job_params = job, kind, request.params
         self._n_tokens = 0
@@ -730,10 +730,42 @@ class MainWindow(QMainWindow):
             b.setEnabled(acts[n].isEnabled())
         self.ask_panel.btn_ask.setEnabled(not running and not batch)
 
+    def _on_events(self, events: list[object]) -> None:
+        """One frame's events from the engine; the tokens' text goes to the editor in one piece."""
+        text: list[str] = []
+        for ev in events:
+            if self.job is None:
+                return
+            if isinstance(ev, Token):
+                if ev.variant == 0:
+                    text.append(ev.text)
+                continue
+            self._add_text(text)
+            text = []
+            self._on_event(ev)
+        self._add_text(text)
+
+    def _add_text(self, parts: list[str]) -> None:
+        if not parts or self.job is None:
+            return
+        if not self._t_first:
+            self._t_first = time.monotonic()
+        self._n_tokens += len(parts)
+        self._count_throttle()
+        chunk = "".join(parts)
+        if self.job_kind == "ask":
+            self.ask_panel.add_text(chunk)
+            return
+        self._raw += chunk
+        self.code.editor.append_text(chunk)
+        self._preview_throttle()
+
     def _on_event(self, ev: object) -> None:
         if self.job is None:
             return
-        if isinstance(ev, Progress):
+        if isinstance(ev, Token):
+            self._add_text([ev.text] if ev.variant == 0 else [])
+        elif isinstance(ev, Progress):
             self.phase_label.setText(PHASES.get(ev.phase, ev.phase) + "…")
             if ev.fraction is None:
                 self.progress.setRange(0, 0)
@@ -744,19 +776,6 @@ class MainWindow(QMainWindow):
             self.phase_label.setText("Writing HTML…" if self.job_kind == "generate" else "Answering…")
             self.progress.setRange(0, self.job_params.max_tokens if self.job_params else 0)
             self.progress.setValue(0)
-        elif isinstance(ev, Token):
-            if ev.variant != 0:
-                return
-            if not self._t_first:
-                self._t_first = time.monotonic()
-            self._n_tokens += 1
-            self._count_throttle()
-            if self.job_kind == "ask":
-                self.ask_panel.add_text(ev.text)
-                return
-            self._raw += ev.text
-            self.code.editor.append_text(ev.text)
-            self._preview_throttle()
         elif isinstance(ev, Finished):
             if ev.stats.variant == 0:
                 self._finished(ev)
