@@ -16,6 +16,7 @@ from __future__ import annotations
 __all__ = [
     "BackendError",
     "Cancelled",
+    "EngineClosed",
     "GenerationError",
     "ImageError",
     "ModelError",
@@ -74,6 +75,10 @@ class BackendError(Web2CodeError):
     """The worker process or remote server failed, was unreachable or answered garbage."""
 
 
+class EngineClosed(Web2CodeError):
+    """A model, session or backend was used after it was closed (a programming or shutdown-order error)."""
+
+
 class Cancelled(Web2CodeError):
     """The user cancelled the job. Not a failure: callers usually show nothing."""
 
@@ -85,7 +90,8 @@ class Cancelled(Web2CodeError):
 
 _BY_NAME: dict[str, type[Web2CodeError]] = {
     cls.__name__: cls
-    for cls in (Web2CodeError, RequestError, ImageError, ModelError, GenerationError, BackendError, Cancelled)
+    for cls in (Web2CodeError, RequestError, ImageError, ModelError, GenerationError, BackendError, Cancelled,
+                EngineClosed)
 }
 
 

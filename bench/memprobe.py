@@ -52,44 +52,27 @@ def worker_probe(model: Path, mmproj: Path, threads: int, image: Path) -> dict[s
 
 
 def raw_probe(model: Path, mmproj: Path, threads: int, *, mmap: bool, repack: bool) -> dict[str, Any]:
-    """Load through llama.cpp directly with the given parameters; RSS after load and after one decode."""
-    import llama_cpp
-    from llama_cpp import mtmd_cpp as mtmd
+    """Load through llama.cpp (the engine's adapter) with the given parameters; RSS after load and after
+    one decode."""
+    from web2code.app.engine import llama
 
-    from web2code.app.engine import llamalib
-
-    llamalib.init()
+    llama.init()
     before = proc_status()
-    mp = llama_cpp.llama_model_default_params()
-    mp.n_gpu_layers = 0
-    # this llama.cpp chooses mmap through load_mode (LLAMA_LOAD_MODE_MMAP = 1, _NONE = 0)
-    mp.load_mode = 1 if mmap else 0
-    mp.use_extra_bufts = repack
     t0 = time.perf_counter()
-    m = llama_cpp.llama_model_load_from_file(str(model).encode(), mp)
-    if not m:
-        raise RuntimeError("load failed: " + "\n".join(llamalib.recent_log()))
-    cp = llama_cpp.llama_context_default_params()
-    cp.n_ctx, cp.n_batch, cp.n_ubatch = 2048, 1024, 512
-    cp.n_threads = cp.n_threads_batch = threads
-    ctx = llama_cpp.llama_init_from_model(m, cp)
-    mtp = mtmd.mtmd_context_params_default()
-    mtp.use_gpu = False
-    mtp.n_threads = threads
-    mtp.warmup = False
-    mctx = mtmd.mtmd_init_from_file(str(mmproj).encode(), m, mtp)
-    load_s = time.perf_counter() - t0
-    after_load = proc_status()
-    # one token, so compute buffers are allocated as in a request
-    batch = llama_cpp.llama_batch_get_one((llama_cpp.llama_token * 1)(1), 1)
-    t1 = time.perf_counter()
-    rc = llama_cpp.llama_decode(ctx, batch)
-    decode_s = time.perf_counter() - t1
-    after_decode = proc_status()
-    mtmd.mtmd_free(mctx)
-    llama_cpp.llama_free(ctx)
-    llama_cpp.llama_model_free(m)
-    return {"use_mmap": mmap, "repack": repack, "load_s": load_s, "decode_rc": rc, "one_token_s": decode_s,
+    m = llama.Model(model, n_gpu_layers=0, read_weights=not mmap, repack=repack)
+    try:
+        ctx = llama.Context(m, llama.ContextParams(n_ctx=2048, n_batch=1024, n_ubatch=512, n_threads=threads))
+        llama.Vision(mmproj, m, use_gpu=False, n_threads=threads)
+        load_s = time.perf_counter() - t0
+        after_load = proc_status()
+        # one token, so compute buffers are allocated as in a request
+        t1 = time.perf_counter()
+        ctx.decode(tokens=[1], positions=[0])
+        decode_s = time.perf_counter() - t1
+        after_decode = proc_status()
+    finally:
+        m.close()
+    return {"use_mmap": mmap, "repack": repack, "load_s": load_s, "decode_rc": 0, "one_token_s": decode_s,
             "before": before, "after_load": after_load, "after_decode": after_decode}
 
 

@@ -51,29 +51,27 @@ def _prefill(session: Any) -> int:
 
 
 def _reset(session: Any, n_prompt: int) -> None:
-    import llama_cpp
-
-    mem = llama_cpp.llama_get_memory(session._ctx)
-    llama_cpp.llama_memory_seq_rm(mem, 0, n_prompt, -1)
+    session._ctx.seq_rm(0, n_prompt, -1)
     session._kv_keys = session._kv_keys[:n_prompt]
 
 
-def _choose(session: Any, i: int, n_vocab: int, offset: Any) -> None:
-    """What the engine does per evaluated position: fetch logits, compute the distribution."""
-    from web2code.app.engine.speculative import SamplingRule
+def _choose(session: Any, i: int, sampler: Any) -> None:
+    """What the engine does per evaluated position: fetch logits, choose the token."""
+    sampler.choose(session.logits(i))
 
-    SamplingRule(0.0).probabilities(session._logits_at(i, n_vocab), offset, [])
+
+def _sampler(session: Any) -> Any:
+    from web2code.app.engine.events import GenerationParams
+
+    return session._sampler(GenerationParams(temperature=0.0), 0)
 
 
 def replay_plain(session: Any, tokens: list[int], n_prompt: int) -> float:
-    import llama_cpp
-
-    n_vocab = llama_cpp.llama_vocab_n_tokens(session._vocab)
-    offset = session.info.logit_offset
+    sampler = _sampler(session)
     t0 = time.perf_counter()
     for k, tok in enumerate(tokens):
         session._decode_tokens([tok], n_prompt + k)
-        _choose(session, 0, n_vocab, offset)
+        _choose(session, 0, sampler)
     return time.perf_counter() - t0
 
 
@@ -95,11 +93,7 @@ def forced_steps(drafter: Any, tokens: list[int]) -> Iterator[tuple[int, list[in
 
 
 def replay_speculative(session: Any, tokens: list[int], n_prompt: int) -> tuple[float, int, int]:
-    import llama_cpp
-
-    n_vocab = llama_cpp.llama_vocab_n_tokens(session._vocab)
-    offset = session.info.logit_offset
-    mem = llama_cpp.llama_get_memory(session._ctx)
+    sampler = _sampler(session)
     drafted = accepted = 0
     t0 = time.perf_counter()
     for i, drafts, ok in forced_steps(session.new_drafter(html=True), tokens):
@@ -109,11 +103,11 @@ def replay_speculative(session: Any, tokens: list[int], n_prompt: int) -> tuple[
         # The engine reads the distribution at every verified position: the accepted drafts,
         # then the one that chooses the next token (a rejected draft's replacement or the bonus).
         for j in range(ok + 1):
-            _choose(session, j, n_vocab, offset)
+            _choose(session, j, sampler)
         drafted += len(drafts)
         accepted += ok
         if ok < len(drafts):
-            llama_cpp.llama_memory_seq_rm(mem, 0, pos + 1 + ok, -1)
+            session._ctx.seq_rm(0, pos + 1 + ok, -1)
     return time.perf_counter() - t0, drafted, accepted
 
 

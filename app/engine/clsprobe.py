@@ -19,16 +19,12 @@ llama.cpp's F16 patch convolution and tanh-GELU stay below 1e-2.
 
 from __future__ import annotations
 
-import ctypes
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-
-from .llamalib import quiet_llama_logs
 
 IMAGE_SIZE = 28
 PATCH = 14
@@ -225,59 +221,14 @@ def write_minimal_text_model(path: Path, n_embd: int) -> None:
 
 def encode_image_embeddings(model_path: Path, mmproj_path: Path, rgb: npt.NDArray[np.uint8]) -> F32:
     """Image embeddings [n_tokens, n_embd] that the installed mtmd produces."""
-    import llama_cpp
-    from llama_cpp import mtmd_cpp as mtmd
+    from . import llama
 
-    with quiet_llama_logs():
-        mparams = llama_cpp.llama_model_default_params()
-        mparams.n_gpu_layers = 0
-        model = llama_cpp.llama_model_load_from_file(str(model_path).encode(), mparams)
-        if not model:
-            raise RuntimeError("llama.cpp could not load the probe text model")
-        ctx: Any = None
-        bitmap: Any = None
-        chunks: Any = None
-        try:
-            cparams = mtmd.mtmd_context_params_default()
-            cparams.use_gpu = False
-            cparams.print_timings = False
-            cparams.n_threads = 1
-            cparams.warmup = False
-            ctx = mtmd.mtmd_init_from_file(str(mmproj_path).encode(), model, cparams)
-            if not ctx:
-                raise RuntimeError("mtmd could not load the probe projector")
-            h, w_, _ = rgb.shape
-            data = np.ascontiguousarray(rgb, dtype=np.uint8)
-            buf = (ctypes.c_uint8 * data.size).from_buffer_copy(data.tobytes())
-            bitmap = mtmd.mtmd_bitmap_init(w_, h, buf)
-            chunks = mtmd.mtmd_input_chunks_init()
-            marker = mtmd.mtmd_default_marker()
-            text = mtmd.mtmd_input_text(text=marker, text_len=len(marker), add_special=False,
-                                        parse_special=True)
-            bitmaps = (mtmd.mtmd_bitmap_p_ctypes * 1)(bitmap)
-            if mtmd.mtmd_tokenize(ctx, chunks, ctypes.byref(text), bitmaps, 1) != 0:
-                raise RuntimeError("mtmd could not tokenize the probe image")
-            for i in range(mtmd.mtmd_input_chunks_size(chunks)):
-                chunk = mtmd.mtmd_input_chunks_get(chunks, i)
-                if mtmd.mtmd_input_chunk_get_type(chunk) == mtmd.MTMD_INPUT_CHUNK_TYPE_IMAGE:
-                    break
-            else:
-                raise RuntimeError("mtmd produced no image chunk for the probe")
-            n_tokens = mtmd.mtmd_input_chunk_get_n_tokens(chunk)
-            if mtmd.mtmd_encode_chunk(ctx, chunk) != 0:
-                raise RuntimeError("mtmd failed to encode the probe image")
-            n_embd = llama_cpp.llama_model_n_embd(model)
-            out = mtmd.mtmd_get_output_embd(ctx)
-            arr = np.ctypeslib.as_array(out, shape=(n_tokens * n_embd,)).copy()
-            return arr.reshape(n_tokens, n_embd).astype(np.float32)
-        finally:
-            if chunks:
-                mtmd.mtmd_input_chunks_free(chunks)
-            if bitmap:
-                mtmd.mtmd_bitmap_free(bitmap)
-            if ctx:
-                mtmd.mtmd_free(ctx)
-            llama_cpp.llama_model_free(model)
+    model = llama.Model(model_path, n_gpu_layers=0)
+    try:
+        vision = llama.Vision(mmproj_path, model, use_gpu=False, n_threads=1)
+        return vision.encode(rgb)
+    finally:
+        model.close()  # closes the vision encoder first
 
 
 def _rel(a: F32, b: F32) -> float:

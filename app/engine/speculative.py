@@ -7,17 +7,10 @@ n-gram and let the model verify all drafted tokens in one batched
 ``llama_decode``: on a CPU, evaluating k+1 tokens at once costs far less than
 k+1 single-token steps (decode is memory-bound; the weights are read once).
 
-Output is unchanged:
-
-* greedy: a drafted token is kept only if it is the argmax; the first
-  mismatch is replaced by the argmax, exactly what plain greedy decoding
-  would have produced;
-* sampling: the standard speculative acceptance rule for a deterministic
-  draft (a point mass q on the drafted token d): accept d with probability
-  min(1, p(d)/q(d)) = p(d); on rejection sample from the residual
-  max(0, p − q) renormalised, i.e. p with d removed. The emitted tokens are
-  then distributed exactly as the model's sampling distribution p (after the
-  logit offset, repeat penalty, temperature, top-k and top-p).
+Output is unchanged, token for token: the sampler (sampling.py) chooses the
+token of each verified position exactly as plain decoding would, with the
+same draw from the same seeded stream, and a draft is kept only when it
+equals that token; the first mismatch is replaced by the chosen token.
 
 Where the drafts come from, and how many (measured at the 7B shapes on a
 2-core CPU, Q4_K_M; see bench/results):
@@ -37,23 +30,15 @@ Where the drafts come from, and how many (measured at the 7B shapes on a
   16 verify steps accepted fewer tokens per step than the batch's extra cost
   (half a step on the CPU), and probes again every 8 steps.
 
-This module holds the model-free parts (the draft index, the drafting policy
-and the sampling maths) so they can be tested on their own; session.py drives
-llama.cpp.
+This module holds the model-free parts (the draft index and the drafting
+policy) so they can be tested on their own; session.py drives llama.cpp.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import cache
-
-import numpy as np
-import numpy.typing as npt
-
-F32 = npt.NDArray[np.float32]
-F64 = npt.NDArray[np.float64]
 
 #: Rows of one verify batch on the CPU (the repacked kernels' GEMM tile).
 CPU_BATCH_ROWS = 4
@@ -170,82 +155,3 @@ class Drafter:
             self.drafted += drafted
             self.accepted += accepted
             self.steps += 1
-
-
-@dataclass(frozen=True)
-class SamplingRule:
-    """The sampling distribution, computed from raw logits as llama.cpp's chain would."""
-
-    temperature: float
-    top_k: int = 0
-    top_p: float = 1.0
-    repeat_penalty: float = 1.0
-    penalty_last_n: int = 64
-
-    @property
-    def greedy(self) -> bool:
-        return self.temperature <= 0.0
-
-    def adjusted(self, logits: F32, offset: F32 | None, history: Sequence[int]) -> F64:
-        """Logits after the offset and the repeat penalty (llama.cpp's rule: divide positive
-        logits by the penalty, multiply negative ones)."""
-        x = logits.astype(np.float64)
-        if offset is not None:
-            x = x + offset
-        if self.repeat_penalty != 1.0 and history:
-            recent = np.unique(np.asarray([t for t in history[-self.penalty_last_n:] if t >= 0], dtype=np.int64))
-            vals = x[recent]
-            x[recent] = np.where(vals > 0, vals / self.repeat_penalty, vals * self.repeat_penalty)
-        return x
-
-    def probabilities(self, logits: F32, offset: F32 | None, history: Sequence[int]) -> F64:
-        """p over the vocabulary (one-hot for greedy)."""
-        x = self.adjusted(logits, offset, history)
-        p = np.zeros_like(x)
-        if self.greedy:
-            p[int(np.argmax(x))] = 1.0
-            return p
-        if self.top_k > 0 and self.top_k < x.shape[0]:
-            cut = np.partition(x, -self.top_k)[-self.top_k]
-            x = np.where(x >= cut, x, -np.inf)
-        z = x / self.temperature
-        z = z - z.max()
-        e = np.exp(z)
-        p = e / e.sum()
-        if self.top_p < 1.0:
-            order = np.argsort(-p, kind="stable")
-            cum = np.cumsum(p[order])
-            keep = order[: int(np.searchsorted(cum, self.top_p)) + 1]
-            mask = np.zeros_like(p, dtype=bool)
-            mask[keep] = True
-            p = np.where(mask, p, 0.0)
-            p = p / p.sum()
-        out: F64 = p
-        return out
-
-
-def sample(p: F64, rng: np.random.Generator) -> int:
-    """One draw from p."""
-    u = rng.random()
-    c = np.cumsum(p)
-    return int(min(np.searchsorted(c, u * c[-1], side="right"), p.shape[0] - 1))
-
-
-def verify(p: F64, draft: int, rng: np.random.Generator, greedy: bool) -> tuple[bool, int]:
-    """Accept or replace one drafted token. Returns (accepted, token to emit).
-
-    Greedy: accepted iff the draft is the argmax. Sampling: accepted with
-    probability p(draft); otherwise a token from p with the draft removed.
-    """
-    if greedy:
-        best = int(np.argmax(p))
-        return best == draft, best
-    pd = float(p[draft])
-    if pd > 0.0 and rng.random() < pd:
-        return True, draft
-    residual = p.copy()
-    residual[draft] = 0.0
-    total = residual.sum()
-    if total <= 0.0:  # p was a point mass on the draft: acceptance was certain
-        return True, draft
-    return False, sample(residual / total, rng)

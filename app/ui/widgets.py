@@ -1,4 +1,4 @@
-"""Small shared widgets: the inline message banner and the collapsible "Advanced" section."""
+"""Small shared widgets: the inline message banner, the collapsible "Advanced" section, the seed box."""
 
 from __future__ import annotations
 
@@ -6,10 +6,12 @@ from collections.abc import Callable
 
 import qtawesome as qta
 from PySide6.QtCore import Qt
+from PySide6.QtGui import QValidator
 from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
     QLabel,
+    QLineEdit,
     QMessageBox,
     QPushButton,
     QSizePolicy,
@@ -119,3 +121,45 @@ class Disclosure(QWidget):
         self.button.setChecked(on)
         self.button.setArrowType(Qt.ArrowType.DownArrow if on else Qt.ArrowType.RightArrow)
         self.content.setVisible(on)
+
+
+class _SeedValidator(QValidator):
+    """Digits only, up to the largest seed; empty means a random seed."""
+
+    def __init__(self, maximum: int, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.maximum = maximum
+
+    def validate(self, text: str, pos: int) -> tuple[QValidator.State, str, int]:
+        t = text.strip()
+        if t == "":
+            return QValidator.State.Acceptable, text, pos
+        if not t.isdigit() or int(t) > self.maximum:
+            return QValidator.State.Invalid, text, pos
+        return QValidator.State.Acceptable, text, pos
+
+
+class SeedBox(QLineEdit):
+    """The sampler's seed over its whole range, 0 to 2^32 - 1 (a spin box stops at 2^31 - 1).
+
+    Empty means "Random". :meth:`value` returns -1 then, like the spin box it replaces.
+    """
+
+    def __init__(self, maximum: int, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.maximum = maximum
+        self.setValidator(_SeedValidator(maximum, self))
+        self.setPlaceholderText("Random")
+        self.setClearButtonEnabled(True)
+
+    def value(self) -> int:
+        t = self.text().strip()
+        return int(t) if t.isdigit() and int(t) <= self.maximum else -1
+
+    def setValue(self, value: int | None) -> None:
+        if value is None or value < 0:
+            self.clear()
+        elif value > self.maximum:
+            raise ValueError(f"seed {value} is above {self.maximum}")
+        else:
+            self.setText(str(value))

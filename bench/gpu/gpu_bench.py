@@ -261,12 +261,9 @@ def write_pair(work: Path, c: dict[str, int], template_dir: Path) -> tuple[Path,
 
 
 def quantize(src: Path, dst: Path, threads: int) -> None:
-    import llama_cpp
+    from web2code.app.engine import llama
 
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M
-    params.nthread = threads
-    rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), params)
+    rc = llama.quantize(src, dst, "Q4_K_M", n_threads=threads)
     if rc != 0:
         raise RuntimeError(f"llama_model_quantize failed ({rc})")
 

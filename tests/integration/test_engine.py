@@ -315,8 +315,6 @@ def _decode_rows(session: Session) -> list[int]:
 
 
 def test_padding_rows_change_neither_the_variants_nor_the_kept_kv_cache(pair: ModelPair) -> None:
-    import llama_cpp
-
     img = _image(13)
     p = GenerationParams(temperature=1.5, max_tokens=10, n_variants=3, seed=21)
     out: dict[bool, dict[int, list[int]]] = {}
@@ -331,8 +329,7 @@ def test_padding_rows_change_neither_the_variants_nor_the_kept_kv_cache(pair: Mo
             # Three variants step together: 4 rows when padded, 3 when not.
             assert rows and set(rows) == ({4} if pad else {3})
             if pad:
-                mem = llama_cpp.llama_get_memory(s._ctx)
-                assert llama_cpp.llama_memory_seq_pos_max(mem, s._n_seq_max) == -1  # padding freed
+                assert s._ctx is not None and s._ctx.seq_pos_max(s._n_seq_max) == -1  # padding freed
                 # Sequence 0 (prompt + variant 0) is intact: the same page again reuses all of it.
                 again = [e for e in s.run(img, GenerationParams(temperature=0.0, max_tokens=2))
                          if isinstance(e, Finished)]

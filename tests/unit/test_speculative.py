@@ -1,20 +1,18 @@
-"""Speculative decoding's model-free parts: the n-gram draft index and the acceptance rule."""
+"""Speculative decoding's model-free parts (the n-gram draft index, the drafting policy) and the one sampler."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from web2code.app.engine.sampling import SEED_MAX, SamplingRule, TokenSampler, sample
 from web2code.app.engine.speculative import (
     CPU_EXTRA_COST,
     PAUSE_WINDOW,
     PROBE_EVERY,
     Drafter,
     NgramIndex,
-    SamplingRule,
     prior_text,
-    sample,
-    verify,
 )
 
 
@@ -87,25 +85,57 @@ def test_the_built_in_prior_is_html() -> None:
     assert "</html>" in text and "<style>" in text
 
 
-def test_greedy_verification_accepts_only_the_argmax() -> None:
-    rng = np.random.default_rng(0)
-    p = np.array([0.1, 0.6, 0.3])
-    assert verify(p, 1, rng, greedy=True) == (True, 1)
-    assert verify(p, 2, rng, greedy=True) == (False, 1)
+def _logits(p: np.ndarray) -> np.ndarray:
+    return np.log(p).astype(np.float32)
+
+
+def test_greedy_chooses_the_argmax_and_draws_nothing() -> None:
+    s = TokenSampler(SamplingRule(0.0), seed=1)
+    state = s._rng.bit_generator.state
+    assert s.choose(_logits(np.array([0.1, 0.6, 0.3]))) == 1
+    assert s._rng.bit_generator.state == state
+
+
+def test_each_sampled_token_takes_exactly_one_draw_so_every_path_agrees() -> None:
+    """Whatever order the logits arrive in (one step, a verify batch, a variant), the k-th token uses the
+    k-th draw of the seed's stream: the same seed gives the same tokens."""
+    rng = np.random.default_rng(5)
+    dists = [rng.dirichlet(np.ones(50)) for _ in range(200)]
+    a = TokenSampler(SamplingRule(0.8), seed=SEED_MAX)
+    b = TokenSampler(SamplingRule(0.8), seed=SEED_MAX)
+    ta = [a.choose(_logits(p)) for p in dists]
+    tb = []
+    for i in range(0, 200, 4):  # "verify batches" of 4: the same calls in the same order
+        tb.extend(b.choose(_logits(p)) for p in dists[i:i + 4])
+    assert ta == tb
+    c = TokenSampler(SamplingRule(0.8), seed=SEED_MAX - 1)
+    assert [c.choose(_logits(p)) for p in dists] != ta
+    with pytest.raises(ValueError):
+        TokenSampler(SamplingRule(0.8), seed=SEED_MAX + 1)
+
+
+def test_the_penalty_sees_only_accepted_tokens() -> None:
+    s = TokenSampler(SamplingRule(0.0, repeat_penalty=100.0), seed=0)
+    logits = np.array([3.0, 2.0, 1.0], dtype=np.float32)
+    assert s.choose(logits) == 0
+    assert s.choose(logits) == 0  # chosen but not accepted: no penalty yet
+    s.accept(0)
+    assert s.choose(logits) == 1
 
 
 @pytest.mark.parametrize("draft", [0, 2, 4])
-def test_sampling_verification_preserves_the_distribution(draft: int) -> None:
-    # Emitted tokens (the accepted draft, or the residual sample) must follow p exactly.
+def test_sampled_tokens_follow_p_and_a_draft_is_kept_with_probability_p_of_the_draft(draft: int) -> None:
+    # A draft is kept when it equals the chosen token: probability p(draft), the standard
+    # speculative acceptance for a deterministic draft; the emitted tokens follow p exactly.
     p = np.array([0.05, 0.40, 0.25, 0.20, 0.10])
-    rng = np.random.default_rng(1234)
+    s = TokenSampler(SamplingRule(1.0), seed=1234)
     n = 40_000
     counts = np.zeros_like(p)
     accepted = 0
     for _ in range(n):
-        ok, tok = verify(p, draft, rng, greedy=False)
+        tok = s.choose(_logits(p))
         counts[tok] += 1
-        accepted += ok
+        accepted += tok == draft
     expected = p * n
     chi2 = float(((counts - expected) ** 2 / expected).sum())
     assert chi2 < 20.5  # 4 degrees of freedom, p ≈ 0.0004
