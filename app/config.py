@@ -80,6 +80,10 @@ class Settings:
     default_quant: str = "Q4_K_M"
     models_dir: str = ""  # empty = the default folder
     remote_url: str = ""  # non-empty: generate through this OpenAI-compatible server
+    # Sent as "Authorization: Bearer ..." to remote_url ($WEB2CODE_API_KEY when empty). The settings
+    # file is written through mkstemp, so only the user can read it (0600 on POSIX).
+    remote_api_key: str = ""
+    remote_timeout_s: int = 120  # the longest the server may stay silent (RemoteBackend.read_timeout)
     allow_remote_resources: bool = False  # preview may load images/CSS from the network
     extra: dict[str, Any] = field(default_factory=dict)
 

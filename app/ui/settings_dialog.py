@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import urllib.parse
 
 import qtawesome as qta
 from PySide6.QtWidgets import (
@@ -86,6 +85,19 @@ class SettingsDialog(QDialog):
         self.remote.setToolTip("Address of an OpenAI-compatible server (e.g. llama-server serving the GGUF "
                                "pair), such as http://127.0.0.1:8080. When set, generation uses it.")
         form.addRow("Remote server:", self.remote)
+        self.api_key = QLineEdit(settings.remote_api_key, self)
+        self.api_key.setEchoMode(QLineEdit.EchoMode.Password)
+        self.api_key.setPlaceholderText("none (or $WEB2CODE_API_KEY)")
+        self.api_key.setToolTip("Sent to the remote server as 'Authorization: Bearer …'; kept in the settings "
+                                "file, which only you can read")
+        form.addRow("API key:", self.api_key)
+        self.timeout = QSpinBox(self)
+        self.timeout.setRange(5, 3600)
+        self.timeout.setSuffix(" s")
+        self.timeout.setValue(min(3600, max(5, settings.remote_timeout_s)))
+        self.timeout.setToolTip("The longest the remote server may stay silent: before its answer starts (a CPU "
+                                "server needs about 40 s for the image) and between two pieces of it")
+        form.addRow("Server timeout:", self.timeout)
         self.allow_remote = QCheckBox("Let the preview load images, fonts and styles from the internet", self)
         self.allow_remote.setChecked(settings.allow_remote_resources)
         self.allow_remote.setToolTip("Off by default: generated pages are untrusted and the preview stays offline")
@@ -114,14 +126,19 @@ class SettingsDialog(QDialog):
         return dataclasses.replace(
             self.original, gpu_layers=gl, vision_on_gpu=self.vision_gpu.isChecked(), threads=self.threads.value(),
             default_quant=self.quant.currentText().strip() or "Q4_K_M", models_dir=self.models_dir.text().strip(),
-            remote_url=self.remote.text().strip(), allow_remote_resources=self.allow_remote.isChecked())
+            remote_url=self.remote.text().strip(), allow_remote_resources=self.allow_remote.isChecked(),
+            remote_api_key=self.api_key.text().strip(), remote_timeout_s=self.timeout.value())
 
     def validate(self) -> str:
         url = self.remote.text().strip()
         if url:
-            parts = urllib.parse.urlsplit(url if "://" in url else f"http://{url}")
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                return f"Not a server address: {url} (expected http://host:port)."
+            from ..engine.remote import server_address
+            from ..errors import Web2CodeError
+
+            try:
+                server_address(url)
+            except Web2CodeError as exc:
+                return str(exc)
         return ""
 
     def accept(self) -> None:

@@ -16,6 +16,7 @@ import sys
 import textwrap
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +27,7 @@ from PIL import Image
 
 from tests.fixtures_models import TinyPair
 from web2code.app.engine.backend import LocalBackend
-from web2code.app.engine.events import Event, Failed, Finished, GenerationParams, Started, Token
+from web2code.app.engine.events import Event, Failed, Finished, GenerationParams, Progress, Started, Token
 from web2code.app.engine.pair import ModelPair, discover, inspect_pair
 from web2code.app.engine.remote import RemoteBackend
 from web2code.app.engine.session import EngineOptions
@@ -148,13 +149,14 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def _server(pair: ModelPair) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+def _server(pair: ModelPair, api_key: str | None = None) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """llama-cpp-python's OpenAI-compatible server serving the tiny pair on loopback."""
     port = _free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "llama_cpp.server", "--model", str(pair.model), "--clip_model_path",
          str(pair.mmproj), "--chat_format", "llava-1-5", "--host", "127.0.0.1", "--port", str(port),
-         "--n_ctx", "512", "--n_gpu_layers", "0", "--verbose", "false"],
+         "--n_ctx", "512", "--n_gpu_layers", "0", "--verbose", "false",
+         *(["--api_key", api_key] if api_key else [])],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -163,6 +165,8 @@ def _server(pair: ModelPair) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
             try:
                 with urllib.request.urlopen(url + "/v1/models", timeout=2):
                     break
+            except urllib.error.HTTPError:  # 401 without the key: it is up
+                break
             except OSError:
                 if proc.poll() is not None:
                     err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
@@ -176,9 +180,13 @@ def _server(pair: ModelPair) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
         proc.wait()
 
 
+KEY = "s3cret-key"
+
+
 @pytest.fixture(scope="module")
 def server(pair: ModelPair) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    with _server(pair) as s:
+    """The server asks for the API key :data:`KEY`: a request without it gets 401."""
+    with _server(pair, api_key=KEY) as s:
         yield s
 
 
@@ -186,9 +194,11 @@ def test_remote_backend_streams_from_a_real_server(server: tuple[str, subprocess
                                                    pair: ModelPair) -> None:
     url, _ = server
     offset = inspect_pair(pair).logit_offset
-    backend = RemoteBackend(url, logit_offset=offset, api_key="s3cret-key")
+    backend = RemoteBackend(url, logit_offset=offset, api_key=KEY)
     events = list(backend.generate(_image(), GenerationParams(temperature=0.0, max_tokens=8, seed=1)))
-    assert isinstance(events[0], type(events[0]))
+    # The first event says where the request goes, before anything else happens.
+    assert isinstance(events[0], Progress) and "127.0.0.1" in events[0].message, events[0]
+    assert "logit offset" not in events[0].message  # it is applied: no note about a difference
     assert any(isinstance(e, Started) for e in events)
     tokens = [e for e in events if isinstance(e, Token)]
     assert tokens and "".join(t.text for t in tokens)
@@ -222,6 +232,37 @@ def test_remote_request_carries_the_logit_offset_and_hides_the_key(pair: ModelPa
     assert "127.0.0.1:9" in events[-1].message and "s3cret" not in events[-1].message
 
 
+def test_the_gui_sends_the_key_the_timeout_and_the_logit_offset(
+        server: tuple[str, subprocess.Popen[bytes]], pair: ModelPair, tiny_pair: TinyPair,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    from web2code.app import config
+    from web2code.app.ui.generation import BackendProvider
+
+    monkeypatch.delenv("WEB2CODE_API_KEY", raising=False)
+    url, _ = server
+    settings = config.Settings(remote_url=url, remote_api_key=KEY, remote_timeout_s=7,
+                               models_dir=str(tiny_pair.dir))
+    backend = BackendProvider(settings).get()
+    assert isinstance(backend, RemoteBackend)
+    assert backend.read_timeout == 7.0 and backend.connect_timeout == 7.0
+    offset = inspect_pair(pair).logit_offset
+    assert backend.logit_offset is not None and offset is not None
+    assert np.array_equal(backend.logit_offset, offset)
+    events = list(backend.generate(_image(), GenerationParams(temperature=0.0, max_tokens=3, seed=1)))
+    assert isinstance(events[-1], Finished), events[-1]
+    assert "logit offset" not in next(e for e in events if isinstance(e, Progress)).message
+
+    # The same server refuses a request without the key; no local pair: no offset, and the first event says so.
+    bare = BackendProvider(dataclasses.replace(settings, remote_api_key="", models_dir=str(tiny_pair.dir / "none")))
+    backend = bare.get()
+    assert isinstance(backend, RemoteBackend) and backend.logit_offset is None
+    events = list(backend.generate(_image(), GenerationParams(max_tokens=2)))
+    assert isinstance(events[0], Progress) and "logit offset is not applied" in events[0].message
+    assert isinstance(events[-1], Failed) and "401" in events[-1].message and "API key" in events[-1].message
+
+
 def test_remote_http_error_and_silent_server(server: tuple[str, subprocess.Popen[bytes]]) -> None:
     url, _ = server
     events = list(RemoteBackend(url + "/no/such/prefix").generate(_image(), GenerationParams(max_tokens=2)))
@@ -239,8 +280,8 @@ def test_remote_http_error_and_silent_server(server: tuple[str, subprocess.Popen
         backend = RemoteBackend(f"http://127.0.0.1:{port}", read_timeout=1.0)
         t0 = time.monotonic()
         events = list(backend.generate(_image(), GenerationParams(max_tokens=2)))
-        assert time.monotonic() - t0 < 10
-        assert isinstance(events[-1], Failed) and "did not answer in time" in events[-1].message
+        assert time.monotonic() - t0 < 1.0 + 2.0
+        assert isinstance(events[-1], Failed) and "did not answer within 1 s" in events[-1].message
     finally:
         for s in held:
             s.close()
