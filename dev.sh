@@ -99,8 +99,9 @@ ensure_venv() {
     echo "$want" >"$STAMP"
 }
 
-# Debian packages the headless GUI tests need (see shared design notes on QtWebEngine).
-DEB_PKGS=(xvfb xauth git libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 libxcb-shape0
+# Debian packages the headless GUI tests need (see shared design notes on QtWebEngine), and cmake,
+# which builds llama.cpp's llama-server for the integration tests.
+DEB_PKGS=(xvfb xauth git cmake libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 libxcb-shape0
           libxcb-xinerama0 libxcb-randr0 libxcb-xkb1 libxcb-cursor0 libxkbcommon0 libxkbcommon-x11-0
           libnss3 libgl1 libegl1 libgl1-mesa-dri libfontconfig1 libdbus-1-3 fonts-dejavu-core
           libxcomposite1 libxdamage1 libxrandr2 libxtst6 libxkbfile1 libxshmfence1 libgbm1
@@ -130,6 +131,16 @@ ensure_debian_packages() {
     done
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${resolved[@]}" >/dev/null 2>&1 \
         || die "apt-get install ${resolved[*]} failed"
+}
+
+# llama.cpp's llama-server from the same patched source as the wheel, built once per build key
+# (only that CMake target: ~610 CPU-seconds, ~5 min on 2 cores) and cached next to the wheels;
+# the integration tests read its path from WEB2CODE_LLAMA_SERVER.
+ensure_llama_server() {
+    local exe
+    exe="$("$VENV/bin/python" "$ROOT/packaging/llama.cpp/build_wheel.py" --server --log "$VENV/llama-server-build.log" \
+        | tail -n 1)" || die "building llama-server failed (see the line above)"
+    export WEB2CODE_LLAMA_SERVER="$exe"
 }
 
 qt_env() {
@@ -168,6 +179,7 @@ case "$cmd" in
     test)
         ensure_debian_packages
         ensure_venv "test"
+        ensure_llama_server
         run_checks "$@"
         ;;
     *)

@@ -34,17 +34,26 @@ How the engine must tokenize it (this is what makes the ids equal training's)
 llama.cpp programs (llama-server, LM Studio, ...)
 -------------------------------------------------
 :data:`CHAT_TEMPLATE` is the Jinja chat template the converter writes into
-``tokenizer.chat_template``. llama-server turns each OpenAI ``image_url`` part
-into a *text* part holding mtmd's default media marker ``<__media__>``
-(``mtmd_default_marker()``), renders the template, and then mtmd splits the
-rendered text at each marker and tokenizes the pieces separately — the same
-chunking as above. Depending on the template's detected capabilities the
-template sees a message's content either as the list of parts or as one string
-with the text parts joined by ``"\n"``; the template handles both, and also a
-raw ``image``/``image_url`` part (other programs), and puts the image first in
-the user turn whatever order the client used. The server tokenizes the
-rendered text with ``parse_special=true``, so the ``</s>`` the template writes
-between turns becomes token 2.
+``tokenizer.chat_template`` (the only copy: ``web2code models verify --fix``
+rewrites files from older converters). llama-server (llama.cpp's
+``tools/server``) loads each OpenAI ``image_url`` part and replaces it by a
+``media_marker`` part whose text is its media marker: ``<__media_`` + 32 random
+letters and digits + ``__>``, made once per process (``LLAMA_MEDIA_MARKER``
+pins it; older builds used mtmd's default ``<__media__>``). A message with media
+reaches the template as one string, the parts joined with ``"\n"`` between text
+parts and nothing around a marker, so ``[image, text]`` is ``"{marker}{text}"``
+and ``[text, image]`` is ``"{text}{marker}"``. mtmd then splits the rendered
+text at each marker and tokenizes the pieces separately, with
+``parse_special=true`` — the same chunking as above, and the ``</s>`` the
+template writes between turns becomes token 2.
+
+So the template finds the marker by its fixed ends, writes every marker first
+in the user turn followed by ``"\n"`` (where training had ``<image>\n``), then
+the text, whatever order the client used. It also takes the content as a list
+of parts (transformers, other programs; ``image``/``image_url`` parts become
+``<__media__>``) and the older ``"<__media__>\n"`` joins. The rendered text is
+``build_prompt(...).text(image_marker=marker)`` exactly
+(tests/unit/test_chat_template.py, tests/integration/test_llama_server.py).
 """
 
 from __future__ import annotations
@@ -182,12 +191,14 @@ def build_prompt(
 def _template() -> str:
     # Written as fragments joined without newlines, so the result is the same with
     # or without trim_blocks/lstrip_blocks (transformers, minja and llama.cpp's own
-    # Jinja engine differ there). Only widely supported Jinja features are used.
+    # Jinja engine differ there). Only widely supported Jinja features are used: no
+    # slicing, no regular expressions, no macros.
     m = MEDIA_MARKER
-    image_types = "['image', 'image_url', 'input_image', 'media_marker']"
+    prefix = "<__media_"  # what every llama.cpp media marker starts with, mtmd's default included
+    image_types = "['image', 'image_url', 'input_image']"
     fragments = [
         # Double quotes: the system text contains an apostrophe.
-        '{%- set ns = namespace(system="' + SYSTEM + '", text=\'\') -%}',
+        '{%- set ns = namespace(system="' + SYSTEM + '", content=\'\', after_text=false, media=\'\', text=\'\') -%}',
         "{%- for message in messages -%}",
         "{%- if message['role'] == 'system' -%}",
         "{%- if message['content'] is string -%}{%- set ns.system = message['content'] -%}",
@@ -199,27 +210,41 @@ def _template() -> str:
         "{%- endfor -%}",
         "{{- ns.system + ' ' -}}",
         "{%- for message in messages -%}",
-        # ---- user turn: images first, each followed by a newline, then the text
+        # ---- user turn: 1. the content as one string, each image as a media marker
+        # (llama.cpp's own flattening: text parts joined by "\n", nothing around a marker)
         "{%- if message['role'] == 'user' -%}",
-        "{{- 'USER: ' -}}",
-        "{%- if message['content'] is string -%}",
-        "{%- set c = message['content'] -%}",
-        "{%- if c.startswith('" + m + "') or '" + m + "' not in c -%}{{- c -}}",
-        # The client put the image after the text: move it first (split/join: every engine has them).
-        "{%- else -%}{{- '" + m + "\\n' + (c.split('" + m + "') | join('') | trim) -}}",
-        "{%- endif -%}",
+        "{%- if message['content'] is string -%}{%- set ns.content = message['content'] -%}",
         "{%- else -%}",
-        "{%- set ns.text = '' -%}",
+        "{%- set ns.content = '' -%}{%- set ns.after_text = false -%}",
         "{%- for part in message['content'] -%}",
-        "{%- if part['type'] in " + image_types + " or (part['type'] == 'text' and part['text'] == '"
-        + m + "') -%}",
-        "{{- '" + m + "\\n' -}}",
-        "{%- elif part['type'] == 'text' -%}",
-        "{%- set ns.text = ns.text + ('\\n' if ns.text else '') + part['text'] -%}",
+        "{%- if part['type'] == 'text' -%}",
+        "{%- set ns.content = ns.content + ('\\n' if ns.after_text else '') + part['text'] -%}",
+        "{%- set ns.after_text = true -%}",
+        "{%- elif part['type'] == 'media_marker' -%}",
+        "{%- set ns.content = ns.content + part['text'] -%}{%- set ns.after_text = false -%}",
+        "{%- elif part['type'] in " + image_types + " -%}",
+        "{%- set ns.content = ns.content + '" + m + "' -%}{%- set ns.after_text = false -%}",
         "{%- endif -%}",
         "{%- endfor -%}",
-        "{{- ns.text -}}",
         "{%- endif -%}",
+        # 2. every marker first, each followed by "\n" (where training had "<image>\n"), then
+        # the text. llama-server's marker is "<__media_" + 32 random letters/digits + "__>"
+        # (a marker pinned with LLAMA_MEDIA_MARKER must keep that shape); older llama.cpp used
+        # "<__media__>" and joined it to the text with "\n", which is dropped first. Splitting at
+        # "<__media_", each later piece holds the rest of its marker up to the first "_>".
+        "{%- set pieces = ns.content.replace('" + m + "\\n', '" + m + "').replace('\\n" + m + "', '"
+        + m + "').split('" + prefix + "') -%}",
+        "{%- set ns.media = '' -%}{%- set ns.text = '' -%}",
+        "{%- for piece in pieces -%}",
+        "{%- set rest = piece.split('_>', 1) -%}",
+        "{%- if loop.first -%}{%- set ns.text = piece -%}",
+        "{%- elif rest | length == 2 -%}",
+        "{%- set ns.media = ns.media + '" + prefix + "' + rest[0] + '_>\\n' -%}",
+        "{%- set ns.text = ns.text + rest[1] -%}",
+        "{%- else -%}{%- set ns.text = ns.text + '" + prefix + "' + piece -%}",
+        "{%- endif -%}",
+        "{%- endfor -%}",
+        "{{- 'USER: ' + ns.media + ns.text -}}",
         # ---- assistant turn: " ASSISTANT: {answer}</s>"
         "{%- elif message['role'] == 'assistant' -%}",
         "{{- ' ASSISTANT: ' -}}",

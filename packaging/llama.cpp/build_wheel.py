@@ -7,11 +7,17 @@ keep the wheel in a cache keyed by everything that changes the binary (release,
 patches, CMAKE_ARGS, Python tag, platform), so reinstalls and CI reruns do not
 spend ~7 minutes compiling again.
 
-Usage: ``python build_wheel.py [--print-key] [--tools DIR]``; prints the wheel
-path on the last line of stdout. Errors are one line on stderr, exit status 2.
+Usage: ``python build_wheel.py [--print-key] [--tools DIR] [--server]``; prints
+the wheel path on the last line of stdout. Errors are one line on stderr, exit
+status 2.
 
 With ``--tools DIR`` it also builds llama.cpp's own ``llama-bench`` and
 ``llama-mtmd-cli`` from the same patched source into DIR (for ``bench/``).
+
+With ``--server`` it builds llama.cpp's ``llama-server`` from the same patched
+source instead (only that CMake target, not the wheel), caches it next to the
+wheels under the same key, and prints its path: the integration tests serve
+our GGUF pair with it (``./dev.sh test`` builds it once per key).
 
 Runs on the standard library only: it is called before the project installs.
 """
@@ -179,32 +185,80 @@ def build_wheel(log: Path) -> Path:
     return sorted(target_dir.glob("llama_cpp_python-*.whl"))[0]
 
 
-def build_tools(dest: Path, log: Path) -> list[Path]:
-    """llama-bench and llama-mtmd-cli from the same patched source (bench anchor)."""
+def _cmake_targets(work: Path, targets: tuple[str, ...], log: Path, *options: str) -> dict[str, Path]:
+    """Configure the patched llama.cpp in ``work`` and build only ``targets``; their executables."""
     check_compiler()
     if shutil.which("cmake") is None:
         raise BuildError("cmake is needed to build llama.cpp's tools (Debian: apt-get install cmake)")
+    src = prepare_source(work, log) / VENDOR_SUBDIR
+    build = work / "build"
+    extra = os.environ.get("CMAKE_ARGS", "").split()
+    gen = ["-G", "Ninja"] if shutil.which("ninja") else []
+    if run(["cmake", "-S", str(src), "-B", str(build), *gen, "-DCMAKE_BUILD_TYPE=Release",
+            "-DBUILD_SHARED_LIBS=OFF", "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF",
+            "-DLLAMA_BUILD_EXAMPLES=OFF", *options, *extra], log=log).returncode != 0:
+        raise BuildError(f"configuring llama.cpp failed; see {log}")
+    jobs = os.environ.get("CMAKE_BUILD_PARALLEL_LEVEL") or str(os.cpu_count() or 2)
+    if run(["cmake", "--build", str(build), "-j", jobs, "--target", *targets], log=log).returncode != 0:
+        raise BuildError(f"building llama.cpp's {', '.join(targets)} failed; see {log}")
+    out = {}
+    for name in targets:
+        exe = build / "bin" / name  # not rglob: tools/<name>/ is a source folder of the same name
+        if not exe.is_file():
+            raise BuildError(f"the llama.cpp build produced no {exe}")
+        out[name] = exe
+    return out
+
+
+def build_tools(dest: Path, log: Path) -> list[Path]:
+    """llama-bench and llama-mtmd-cli from the same patched source (bench anchor)."""
     dest.mkdir(parents=True, exist_ok=True)
+    out = []
     with tempfile.TemporaryDirectory(prefix="tools.", dir=dest) as tmp:
-        work = Path(tmp)
-        src = prepare_source(work, log) / VENDOR_SUBDIR
-        build = work / "build"
-        extra = os.environ.get("CMAKE_ARGS", "").split()
-        if run(["cmake", "-S", str(src), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
-                "-DBUILD_SHARED_LIBS=OFF", "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF", *extra],
-               log=log).returncode != 0:
-            raise BuildError(f"configuring llama.cpp failed; see {log}")
-        jobs = str(os.cpu_count() or 2)
-        if run(["cmake", "--build", str(build), "-j", jobs, "--target", "llama-bench", "llama-mtmd-cli"],
-               log=log).returncode != 0:
-            raise BuildError(f"building llama.cpp tools failed; see {log}")
-        out = []
-        for name in ("llama-bench", "llama-mtmd-cli"):
-            # build/bin/<name>: rglob would find the tools/<name>/ source folder first
-            exe = next(p for p in (build / "bin" / name, *build.rglob(name)) if p.is_file())
+        for name, exe in _cmake_targets(Path(tmp), ("llama-bench", "llama-mtmd-cli"), log,
+                                        "-DLLAMA_BUILD_SERVER=OFF").items():
             shutil.copy2(exe, dest / name)
             out.append(dest / name)
     return out
+
+
+#: llama.cpp's OpenAI-compatible server, built from the wheel's patched source.
+SERVER = "llama-server"
+
+
+def server_path() -> Path:
+    """Where ``llama-server`` for this build key is cached (it may not be built yet).
+
+    Same key as the wheel: the same release, patches and CMAKE_ARGS give the
+    same ggml kernels, so the server computes what our engine computes.
+    """
+    return cache_dir() / "tools" / build_key() / SERVER
+
+
+def build_server(log: Path) -> Path:
+    """``llama-server`` from the patched source, built once per key (only that target)."""
+    target = server_path()
+    if target.is_file() and os.access(target, os.X_OK):
+        return target
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    print(f"building {SERVER} from llama-cpp-python {LLAMA_CPP_PYTHON_VERSION}'s patched llama.cpp "
+          f"(once per build key); log: {log}", file=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="server.", dir=cache_dir()) as tmp:
+        exe = _cmake_targets(Path(tmp), (SERVER,), log, "-DLLAMA_BUILD_SERVER=ON",
+                             # no web UI: it would be fetched from the network or built with npm
+                             "-DLLAMA_BUILD_UI=OFF", "-DLLAMA_USE_PREBUILT_UI=OFF",
+                             "-DLLAMA_OPENSSL=OFF")[SERVER]
+        # Publish atomically: a crash leaves no half binary under the cached name.
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{SERVER}.", dir=target.parent)
+        os.close(fd)
+        part = Path(name)
+        try:
+            shutil.copy2(exe, part)  # with the executable bits
+            part.replace(target)
+        finally:
+            part.unlink(missing_ok=True)
+    return target
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -212,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--print-key", action="store_true", help="print the cache key and exit")
     ap.add_argument("--tools", type=Path, metavar="DIR",
                     help="also build llama-bench and llama-mtmd-cli into DIR")
+    ap.add_argument("--server", action="store_true",
+                    help=f"build (or reuse) {SERVER} instead of the wheel and print its path")
     ap.add_argument("--log", type=Path, default=None, help="build log (default: in the cache folder)")
     args = ap.parse_args(argv)
     if args.print_key:
@@ -223,6 +279,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.tools:
             for exe in build_tools(args.tools, log):
                 print(exe)
+            return 0
+        if args.server:
+            print(build_server(log))
             return 0
         print(build_wheel(log))
     except BuildError as exc:
