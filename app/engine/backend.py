@@ -9,6 +9,7 @@ raises for anything a user can cause: it ends with a ``Failed`` event instead.
 from __future__ import annotations
 
 import abc
+import contextlib
 import queue
 import threading
 from collections.abc import Iterator, Sequence
@@ -18,7 +19,7 @@ from typing import TypeAlias
 
 from PIL import Image
 
-from ..errors import Cancelled, ModelError, Web2CodeError
+from ..errors import Cancelled, EngineClosed, ModelError, Web2CodeError
 from .events import Event, Failed, Finished, GenerationParams, Progress, Stats
 from .pair import ModelPair
 from .prompt import Exchange
@@ -72,9 +73,52 @@ def failed(exc: BaseException) -> Failed:
     return Failed.from_exception(exc)
 
 
+class _Loading:
+    """One load of a pair on a helper thread. It outlives a cancelled request (the next one takes
+    the session); when nobody will take it (the backend closed), the session is closed."""
+
+    def __init__(self, pair: ModelPair, options: EngineOptions) -> None:
+        self.items: queue.Queue[Progress | BaseException | Session] = queue.Queue()
+        self._lock = threading.Lock()
+        self._abandoned = False
+        self._stop = threading.Event()  # set when nobody will take the session: the load stops early
+        self.thread = threading.Thread(target=self._work, args=(pair, options), name="web2code-load", daemon=True)
+        self.thread.start()
+
+    def _work(self, pair: ModelPair, options: EngineOptions) -> None:
+        try:
+            session = Session(pair, options, on_progress=self.items.put, cancel=self._stop)
+        except BaseException as exc:  # handed to the consuming thread
+            self.items.put(exc)
+            return
+        with self._lock:
+            if not self._abandoned:
+                self.items.put(session)
+                return
+        session.close()
+
+    def abandon(self) -> None:
+        """Nobody will take the session: close it now if it is there, or when the load ends."""
+        self._stop.set()
+        with self._lock:
+            self._abandoned = True
+            left: list[Progress | BaseException | Session] = []
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    left.append(self.items.get_nowait())
+        for item in left:
+            if isinstance(item, Session):
+                item.close()
+
+
 class LocalBackend(Backend):
     """The engine in this process (the CLI and tests). A llama.cpp abort ends the process:
-    the GUI uses :class:`~.worker.WorkerBackend` instead."""
+    the GUI uses :class:`~.worker.WorkerBackend` instead.
+
+    ``close()`` may come from any thread, also during a load or a request: the
+    request ends as cancelled and the model is freed once llama.cpp has stopped.
+    After ``close()`` a request ends with a ``Failed`` event (``EngineClosed``).
+    """
 
     name = "local"
 
@@ -84,27 +128,30 @@ class LocalBackend(Backend):
         self.session: Session | None = None
         self._lock = threading.Lock()
         self._cancel = threading.Event()
+        self._closed = False
+        self._loading: _Loading | None = None
 
     def _load(self) -> Iterator[Event]:
-        """Load the pair on a helper thread, streaming llama.cpp's load progress."""
-        q: queue.Queue[Progress | BaseException | Session] = queue.Queue()
-
-        def work() -> None:
-            try:
-                q.put(Session(self.pair, self.options, on_progress=q.put))
-            except BaseException as exc:  # handed to the consuming thread
-                q.put(exc)
-
+        """Wait for the load on its helper thread, streaming llama.cpp's load progress. Stop ends the
+        request at once; the load goes on, and the next request takes the session."""
+        if self._loading is None:
+            self._loading = _Loading(self.pair, self.options)
+        loading = self._loading
         yield Progress("load", 0.0, f"Loading {self.pair.label}")
-        threading.Thread(target=work, name="web2code-load", daemon=True).start()
         last = -1.0
         while True:
-            item = q.get()
+            if self._cancel.is_set() or self._closed:
+                raise Cancelled("Loading the model was stopped.")
+            try:
+                item = loading.items.get(timeout=0.1)
+            except queue.Empty:
+                continue
             if isinstance(item, Progress):
                 if item.fraction is not None and item.fraction - last >= 0.02:
                     last = item.fraction
                     yield item
                 continue
+            self._loading = None
             if isinstance(item, BaseException):
                 raise item
             self.session = item
@@ -112,6 +159,9 @@ class LocalBackend(Backend):
             return
 
     def stream(self, request: Request) -> Iterator[Event]:
+        if self._closed:
+            yield failed(EngineClosed("The engine is closed."))
+            return
         if not self._lock.acquire(blocking=False):
             yield Failed("Another request is still running.", error_type="GenerationError")
             return
@@ -121,9 +171,10 @@ class LocalBackend(Backend):
                 yield from self._load()
             if self._cancel.is_set():
                 raise Cancelled()
-            assert self.session is not None
-            yield from self.session.run(request.image, request.params, kind=request.kind,
-                                        history=request.history)
+            session = self.session
+            if session is None or self._closed:
+                raise EngineClosed("The engine was closed.")
+            yield from session.run(request.image, request.params, kind=request.kind, history=request.history)
         except Cancelled:
             yield Finished(Stats(finish_reason="cancelled"))
         except Web2CodeError as exc:
@@ -135,10 +186,17 @@ class LocalBackend(Backend):
 
     def cancel(self) -> None:
         self._cancel.set()
-        if self.session is not None:
-            self.session.cancel()
+        s = self.session
+        if s is not None:
+            s.cancel()
 
     def close(self) -> None:
+        """Free the model (idempotent; any thread). A running request ends as cancelled first."""
+        self._closed = True
+        self._cancel.set()
+        loading, self._loading = self._loading, None
+        if loading is not None:
+            loading.abandon()
         s, self.session = self.session, None
         if s is not None:
             s.close()

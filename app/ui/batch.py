@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ..batchnames import output_names
 from ..config import atomic_write_bytes
 from ..engine.backend import Request
 from ..engine.events import Failed, Finished, GenerationParams, Progress, Token
@@ -60,6 +61,7 @@ class BatchDialog(QDialog):
         self.setWindowTitle(f"Web2Code — batch of {len(files)} image(s)")
         self.resize(760, 420)
         self.files = files
+        self.names = output_names(files)  # the same names as `web2code generate` gives (batchnames.py)
         self.output = output
         self.provider = provider
         self.params = params
@@ -196,7 +198,7 @@ class BatchDialog(QDialog):
             if ev.stats.finish_reason == "cancelled":
                 item.setText(1, "cancelled")
                 return
-            target = self.output / f"{self.files[self._index].stem}.html"
+            target = self.output / self.names[self._index]
             try:
                 atomic_write_bytes(target, extract_html(self._raw).encode("utf-8"))
             except OSError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -116,8 +117,8 @@ def test_killed_worker_shows_error_and_next_generation_works(qtbot: QtBot, win: 
 
 def test_event_loop_never_stalls_during_generation(qtbot: QtBot, win: MainWindow) -> None:
     """A 10 ms timer on the GUI thread records every gap. The GUI thread's own CPU time within a gap
-    is what our code costs; the wall-clock gap also includes time the OS gave to other processes,
-    so it is only asserted when the machine is not overloaded (shared CI runners often are)."""
+    is what our code costs (asserted tightly); the wall-clock gap also includes time the OS gave to
+    other processes, so its bound is looser, but it is always checked."""
     win.apply_settings(config.Settings(threads=1))  # leave a core for the GUI on a 2-core runner
     win.max_tokens.setValue(120)
     gaps: list[tuple[float, float]] = []
@@ -137,9 +138,9 @@ def test_event_loop_never_stalls_during_generation(qtbot: QtBot, win: MainWindow
     assert win._n_tokens > 5
     worst_cpu = max(c for _w, c in gaps)
     assert worst_cpu < 0.100, f"the GUI thread was busy for {worst_cpu * 1000:.0f} ms at once"
+    assert len(gaps) > 20  # the timer really ran during the generation
     worst_wall = max(w for w, _c in gaps)
-    if os.getloadavg()[0] <= (os.cpu_count() or 1):
-        assert worst_wall < 0.100, f"longest stall {worst_wall * 1000:.0f} ms"
+    assert worst_wall < 0.500, f"longest stall {worst_wall * 1000:.0f} ms"
 
 
 def test_ask_about_the_page_streams_an_answer(qtbot: QtBot, win: MainWindow) -> None:
@@ -187,3 +188,133 @@ def test_closing_during_generation_leaves_no_process(qtbot: QtBot, win: MainWind
         time.sleep(0.1)
     else:
         pytest.fail("the worker process is still running")
+
+
+# ------------------------------------------------------------ a worker that hangs, settings, closing
+def _stop_worker(win: MainWindow) -> int:
+    backend = win.provider.current
+    assert backend is not None and backend.pid  # type: ignore[attr-defined]
+    pid: int = backend.pid  # type: ignore[attr-defined]
+    os.kill(pid, signal.SIGSTOP)
+    _wait_stopped(pid)
+    return pid
+
+
+def _wait_stopped(pid: int) -> None:
+    """SIGSTOP takes effect asynchronously (in some sandboxes noticeably later): wait until it has."""
+    deadline = time.monotonic() + 5
+    while Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "T":
+        assert time.monotonic() < deadline, "the worker did not stop"
+        time.sleep(0.005)
+
+
+def _gone(pid: int, within: float = 5.0) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+            state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+            if state == "Z":
+                return True
+        except (ProcessLookupError, FileNotFoundError):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _cont(pid: int) -> None:
+    with contextlib.suppress(OSError):
+        os.kill(pid, signal.SIGCONT)
+        os.kill(pid, signal.SIGKILL)  # whatever happened, leave nothing behind
+
+
+def test_stop_with_a_hung_worker_ends_the_request_and_the_next_one_works(qtbot: QtBot, win: MainWindow) -> None:
+    win.max_tokens.setValue(1500)
+    win.generate()
+    qtbot.waitUntil(lambda: win._n_tokens >= 3, timeout=60000)
+    pid = _stop_worker(win)
+    try:
+        t0 = time.monotonic()
+        win.actions_by_name["stop"].trigger()
+        wait_idle(qtbot, win, 20000)
+        took = time.monotonic() - t0
+        print(f"GUI Stop with a SIGSTOPped worker: {took:.2f} s")
+        assert took < 6
+        assert win.banner.isVisible() and "stopped responding" in win.banner.text()
+        assert _gone(pid)
+    finally:
+        _cont(pid)
+    win.max_tokens.setValue(16)
+    assert win.generate()
+    wait_idle(qtbot, win)
+    assert "Finished" in win.phase_label.text()
+    assert win.provider.current.pid != pid  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("hung", [False, True], ids=["running", "hung"])
+def test_closing_the_window_during_a_run_takes_at_most_two_seconds(qtbot: QtBot, win: MainWindow,
+                                                                   hung: bool) -> None:
+    win.max_tokens.setValue(1500)
+    win.generate()
+    qtbot.waitUntil(lambda: win._n_tokens >= 2, timeout=60000)
+    pid = _stop_worker(win) if hung else win.provider.current.pid  # type: ignore[union-attr]
+    try:
+        t0 = time.monotonic()
+        win.close()
+        took = time.monotonic() - t0
+        print(f"closing the window during a run ({'SIGSTOPped' if hung else 'running'} worker): {took:.2f} s")
+        assert took <= 2.0
+        assert win.job is None or win.job.isFinished()
+        assert _gone(pid, 1.0)
+    finally:
+        _cont(pid)
+
+
+def test_settings_changed_during_a_run_apply_to_the_next_request(qtbot: QtBot, win: MainWindow) -> None:
+    win.max_tokens.setValue(400)
+    win.generate()
+    qtbot.waitUntil(lambda: win._n_tokens >= 2, timeout=60000)
+    first = win.provider.current
+    assert first is not None
+    pid = first.pid  # type: ignore[attr-defined]
+    win.apply_settings(config.Settings(threads=1, gpu_layers="0"))
+    wait_idle(qtbot, win)
+    assert "Finished" in win.phase_label.text(), win.banner.text()  # not killed, not failed
+    assert not win.banner.isVisible() or win.banner.kind not in ("error", "warning")
+    assert _gone(pid)  # closed once its request was done
+    win.max_tokens.setValue(8)
+    assert win.generate()
+    wait_idle(qtbot, win)
+    assert "Finished" in win.phase_label.text()
+    backend = win.provider.current
+    assert backend is not first and backend.options.n_threads == 1  # type: ignore[union-attr]
+
+
+def test_settings_changed_during_a_batch_do_not_stop_it(qtbot: QtBot, win: MainWindow, tmp_path: Path) -> None:
+    files = [page_image(tmp_path / "in" / f"p{i}.png", color=c) for i, c in enumerate(["#cc3333", "#33cc33"])]
+    win.max_tokens.setValue(1500)
+    assert win.start_batch(files)
+    dlg = win.batch_dialog
+    assert dlg is not None
+    qtbot.waitUntil(lambda: dlg.running and bool(dlg._raw), timeout=60000)  # the first image is being written
+    win.apply_settings(config.Settings(threads=1))
+    qtbot.waitUntil(lambda: not dlg.running, timeout=120000)
+    assert dlg.results == {0: "ok", 1: "ok"}
+
+
+def test_batch_outputs_of_inputs_with_the_same_stem_do_not_collide(qtbot: QtBot, win: MainWindow,
+                                                                   tmp_path: Path) -> None:
+    from web2code.app.batchnames import output_names
+
+    png = page_image(tmp_path / "in" / "good.png")
+    jpg = tmp_path / "in" / "good.jpg"
+    from PIL import Image
+
+    Image.open(page_image(tmp_path / "other.png", color="#cc3333")).convert("RGB").save(jpg)
+    assert win.start_batch([png, jpg])
+    dlg = win.batch_dialog
+    assert dlg is not None
+    qtbot.waitUntil(lambda: not dlg.running and len(dlg.results) == 2, timeout=120000)
+    assert dlg.results == {0: "ok", 1: "ok"}
+    names = sorted(p.name for p in dlg.output.iterdir())
+    assert names == ["good.jpg.html", "good.png.html"] == sorted(output_names([png, jpg]))

@@ -6,8 +6,10 @@ import csv
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -200,3 +202,106 @@ def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str, tiny_pa
     assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
     assert message in lines[0]
     assert "Traceback" not in r.stderr
+
+
+# ------------------------------------------------------------ batch names, signals
+def _same_stem_inputs(page: Path, folder: Path) -> None:
+    folder.mkdir()
+    shutil.copyfile(page, folder / "good.png")
+    Image.open(page).convert("RGB").transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(folder / "good.jpg")
+    shutil.copyfile(page, folder / "other.png")
+
+
+def _check_same_stem_outputs(out: Path) -> None:
+    report = json.loads((out / "report.json").read_text())
+    rows = {Path(row["image"]).name: row for row in report["results"]}
+    assert report["ok"] == 3, report
+    assert Path(rows["good.png"]["output"]).name == "good.png.html"
+    assert Path(rows["good.jpg"]["output"]).name == "good.jpg.html"
+    assert Path(rows["other.png"]["output"]).name == "other.html"
+    assert sorted(p.name for p in out.glob("*.html")) == ["good.jpg.html", "good.png.html", "other.html"]
+
+
+def test_batch_inputs_with_the_same_stem_get_distinct_outputs(tiny_pair: TinyPair, page: Path,
+                                                              tmp_path: Path) -> None:
+    _same_stem_inputs(page, tmp_path / "in")
+    out = tmp_path / "out"
+    r = web2code("generate", str(tmp_path / "in"), *_pair_args(tiny_pair), "--max-tokens", "4",
+                 "--out-dir", str(out))
+    assert r.returncode == 0, r.stderr
+    _check_same_stem_outputs(out)
+
+
+def test_batch_with_jobs_names_outputs_the_same_way(tiny_pair: TinyPair, page: Path, tmp_path: Path) -> None:
+    from tests.integration.test_backends import _server
+    from web2code.app.engine.pair import ModelPair
+
+    _same_stem_inputs(page, tmp_path / "in")
+    out = tmp_path / "out"
+    with _server(ModelPair(tiny_pair.model, tiny_pair.mmproj)) as (url, _proc):
+        r = web2code("generate", str(tmp_path / "in"), "--backend", url, "--jobs", "3", "--max-tokens", "4",
+                     "--out-dir", str(out))
+    assert r.returncode == 0, r.stderr
+    _check_same_stem_outputs(out)
+
+
+def _slow_args(tiny_pair: TinyPair) -> list[str]:
+    # A few seconds a page on the tiny model: 4 variants, one token a step, one thread.
+    return [*_pair_args(tiny_pair), "--max-tokens", "2000", "--variants", "4", "--no-speculative",
+            "--threads", "1", "--temperature", "0"]
+
+
+def test_ctrl_c_during_a_batch_writes_the_report_of_what_finished(tiny_pair: TinyPair, page: Path,
+                                                                  tmp_path: Path) -> None:
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for i in range(6):
+        shutil.copyfile(page, inputs / f"p{i}.png")
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "web2code.app", "generate", str(inputs), *_slow_args(tiny_pair),
+                             "--out-dir", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        first = proc.stderr.readline()  # "[1/6] p0.png: ok": one image is done, the second is running
+        assert first.startswith("[1/6] p0.png: ok"), first + proc.stderr.read()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    report = json.loads((out / "report.json").read_text())
+    assert report["interrupted"] is True
+    status = {Path(row["image"]).name: row["status"] for row in report["results"]}
+    assert status["p0.png"] == "ok" and list(status) == [f"p{i}.png" for i in range(6)]
+    assert set(status.values()) <= {"ok", "cancelled", "skipped"} and "skipped" in status.values()
+    assert report["ok"] == sum(s == "ok" for s in status.values()) < 6
+    assert report["failed"] == 0 and report["ok"] + report["cancelled"] + report["skipped"] == 6
+    # An output for every page that finished, none for the others, and no temporary files.
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["report.json", "report.csv", *(f"{Path(n).stem}.html" for n, s in status.items() if s == "ok")])
+    rows = list(csv.DictReader((out / "report.csv").open()))
+    assert len(rows) == 6
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["TERM", "INT"])
+def test_a_signal_during_generate_cancels_cleanly(sig: signal.Signals, code: int, tiny_pair: TinyPair,
+                                                  page: Path, tmp_path: Path) -> None:
+    target = tmp_path / "out" / "page.html"
+    target.parent.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "web2code.app", "generate", str(page), *_slow_args(tiny_pair),
+                             "--stream", "-o", str(target)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.read(1), "nothing was generated"  # it is generating
+        t0 = time.monotonic()
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=30)
+        took = time.monotonic() - t0
+    finally:
+        proc.kill()
+    text = err.decode()
+    assert proc.returncode == code, text
+    assert took < 5, f"took {took:.1f} s to stop"
+    assert text.strip().splitlines()[-1] == "interrupted" and "Traceback" not in text
+    assert list(target.parent.iterdir()) == []  # no output, not even a temporary one

@@ -197,3 +197,132 @@ def test_generation_params_round_trip_and_replace_validates() -> None:
         p.replace(top_p=2.0)
     with pytest.raises(RequestError, match="Unknown generation parameters: min_p"):
         GenerationParams.from_dict({"min_p": 0.1})
+
+
+# ----------------------------------------------------- the worker's event lines (property tests)
+# What the worker process writes is untrusted input to the GUI: every event must survive the
+# pipe unchanged, and every line that is not a well-formed event must become one clear Failed
+# event (never an exception that would take the engine thread down).
+
+from hypothesis import HealthCheck, example, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from web2code.app.engine.worker import read_event  # noqa: E402
+
+PROPERTY = settings(max_examples=150, deadline=None, database=None,
+                    suppress_health_check=[HealthCheck.too_slow])
+
+_text = st.text(max_size=24)
+_int = st.integers(-(2**40), 2**40)
+_float = st.floats(allow_nan=False, allow_infinity=False, width=64)
+
+STATS = st.builds(
+    Stats, n_prompt_tokens=_int, n_image_tokens=_int, n_generated=_int, load_s=_float, image_encode_s=_float,
+    prefill_s=_float, decode_s=_float, tokens_per_s=_float,
+    finish_reason=st.sampled_from(["stop", "length", "cancelled"]), reused_image=st.booleans(),
+    reused_prefix_tokens=_int, max_tokens_clamped=st.booleans(), devices=st.lists(_text, max_size=3),
+    n_gpu_layers_offloaded=_int, seed=st.none() | _int, variant=_int, draft_tokens=_int,
+    accepted_draft_tokens=_int)
+EVENTS: st.SearchStrategy[Event] = st.one_of(
+    st.builds(Started, request_id=_text, kind=st.sampled_from(["generate", "ask"]), variant=_int,
+              n_variants=_int),
+    st.builds(Progress, phase=st.sampled_from(["load", "encode", "prefill"]), fraction=st.none() | _float,
+              message=_text, done=st.none() | _int, total=st.none() | _int),
+    st.builds(Token, text=_text, token_id=_int, index=_int, variant=_int),
+    st.builds(Finished, stats=STATS),
+    st.builds(Failed, message=_text, detail=_text, error_type=_text),
+)
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | _int | _float | _text,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_text, inner, max_size=3),
+    max_leaves=8,
+)
+
+# The wire types of every field, written out here independently of the code under test.
+_KINDS: dict[str, str] = {
+    "request_id": "str", "kind": "lit:generate,ask", "variant": "int", "n_variants": "int",
+    "phase": "lit:load,encode,prefill", "fraction": "float?", "message": "str", "done": "int?", "total": "int?",
+    "text": "str", "token_id": "int", "index": "int", "detail": "str", "error_type": "str",
+    "n_prompt_tokens": "int", "n_image_tokens": "int", "n_generated": "int", "load_s": "float",
+    "image_encode_s": "float", "prefill_s": "float", "decode_s": "float", "tokens_per_s": "float",
+    "finish_reason": "lit:stop,length,cancelled", "reused_image": "bool", "reused_prefix_tokens": "int",
+    "max_tokens_clamped": "bool", "devices": "strs", "n_gpu_layers_offloaded": "int", "seed": "int?",
+    "draft_tokens": "int", "accepted_draft_tokens": "int",
+}
+
+
+def _fits(kind: str, value: object) -> bool:
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    if kind.endswith("?"):
+        return value is None or _fits(kind[:-1], value)
+    if kind.startswith("lit:"):
+        return isinstance(value, str) and value in kind[4:].split(",")
+    return {
+        "str": isinstance(value, str),
+        "int": is_int,
+        "float": is_int or isinstance(value, float),
+        "bool": isinstance(value, bool),
+        "strs": isinstance(value, list) and all(isinstance(v, str) for v in value),
+    }[kind]
+
+
+def _is_clear_failure(ev: Event) -> bool:
+    return (isinstance(ev, Failed) and ev.error_type == "BackendError" and bool(ev.message)
+            and "\n" not in ev.message)
+
+
+@PROPERTY
+@given(EVENTS)
+def test_any_event_round_trips_through_the_worker_pipe(event: Event) -> None:
+    line = event_to_json(event)
+    assert "\n" not in line
+    assert event_from_json(line) == event
+    assert read_event((line + "\n").encode()) == event
+
+
+@PROPERTY
+@given(st.binary(max_size=300) | st.text(max_size=100).map(str.encode))
+@example(b"[" * 100_000)  # json.loads raises RecursionError, not ValueError, for this one
+@example(b'{"type":"finished","stats":' * 5000)
+def test_any_line_from_a_worker_is_an_event_never_an_exception(line: bytes) -> None:
+    ev = read_event(line)
+    assert isinstance(ev, (Started, Progress, Token, Finished, Failed))
+
+
+@PROPERTY
+@given(JSON_VALUES)
+def test_json_that_is_not_an_event_is_a_clear_failure(value: Any) -> None:
+    ev = read_event(json.dumps(value))
+    valid_type = isinstance(value, dict) and value.get("type") in ("started", "progress", "token", "finished",
+                                                                   "failed")
+    assert valid_type or _is_clear_failure(ev), ev
+
+
+@PROPERTY
+@given(EVENTS, st.data())
+def test_an_event_with_a_field_of_the_wrong_type_is_a_clear_failure(event: Event, data: st.DataObject) -> None:
+    d = event_to_dict(event)
+    target = d["stats"] if isinstance(event, Finished) else d
+    name = data.draw(st.sampled_from(sorted(k for k in target if k != "type")))
+    wrong = data.draw(JSON_VALUES.filter(lambda v: not _fits(_KINDS[name], v)))
+    target[name] = wrong
+    ev = read_event(json.dumps(d))
+    assert _is_clear_failure(ev), (name, wrong, ev)
+    assert "malformed" in ev.message  # type: ignore[union-attr]
+
+
+@PROPERTY
+@given(EVENTS, st.data())
+def test_an_event_missing_a_field_or_with_an_extra_one_is_a_clear_failure(event: Event,
+                                                                          data: st.DataObject) -> None:
+    d = event_to_dict(event)
+    target = d["stats"] if isinstance(event, Finished) else d
+    if data.draw(st.booleans()):
+        target[data.draw(_text.filter(lambda k: k not in target))] = data.draw(JSON_VALUES)
+        assert _is_clear_failure(read_event(json.dumps(d)))
+    else:
+        # Missing fields with defaults fall back to them; required ones make the event malformed.
+        name = data.draw(st.sampled_from(sorted(k for k in target if k != "type")))
+        del target[name]
+        ev = read_event(json.dumps(d))
+        assert _is_clear_failure(ev) or type(ev) is type(event)
