@@ -4,25 +4,36 @@
 ``web2code generate``, ``ask`` and ``models`` work without a display. User
 mistakes print one line on stderr and exit with status 2, never a traceback;
 a request that fails for another reason (the model) exits with status 1.
+
+Ctrl+C (SIGINT) and SIGTERM end ``generate`` and ``ask`` cleanly: the running
+request is cancelled, no output file is written for a page that did not finish
+(a batch keeps the pages that did, and writes its report with every image's
+status: ok, failed, cancelled or skipped), and the exit status is 130 for
+SIGINT, 143 for SIGTERM (128 + the signal's number, as shells report it). A
+second signal ends the program at once.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import json
+import os
+import queue
+import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 from . import __version__
-from .errors import Web2CodeError
+from .errors import Cancelled, Web2CodeError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 
@@ -31,6 +42,86 @@ class UsageError(Web2CodeError):
     """A command-line mistake (exit status 2)."""
 
     exit_code = 2
+
+
+class Interrupted(Cancelled):
+    """SIGINT (Ctrl+C) or SIGTERM ended the command: exit status 128 + the signal's number."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__("interrupted")
+        self.exit_code = 128 + signum
+
+
+class Interrupts:
+    """Turns the first SIGINT or SIGTERM into a cancel of what is running (see the module notes).
+
+    The signal handler only records the signal; a helper thread calls the registered
+    cancel functions, again every 50 ms until the command ends (a request that was
+    just starting would clear a single cancel). The command calls :meth:`check` at
+    the points where it would write something, and ends with :class:`Interrupted`.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.signum = 0
+        self._cancels: list[Callable[[], None]] = []
+        self._lock = threading.Lock()
+        self._wake: queue.SimpleQueue[int] = queue.SimpleQueue()  # safe to put from a signal handler
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in self.SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._on_signal)
+        threading.Thread(target=self._cancel_loop, name="web2code-interrupt", daemon=True).start()
+
+    def uninstall(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        if self.signum:  # the second one: stop now
+            self.uninstall()
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        self.signum = signum
+        self._wake.put(signum)
+
+    def _cancel_loop(self) -> None:
+        self._wake.get()
+        while True:
+            with self._lock:
+                cancels = list(self._cancels)
+            for cancel in cancels:
+                with contextlib.suppress(Exception):
+                    cancel()
+            time.sleep(0.05)
+
+    @contextlib.contextmanager
+    def cancelling(self, cancel: Callable[[], None]) -> Iterator[None]:
+        """``cancel`` is called when a signal comes while the block runs."""
+        with self._lock:
+            self._cancels.append(cancel)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._cancels.remove(cancel)
+
+    def check(self) -> None:
+        if self.signum:
+            raise Interrupted(self.signum)
+
+
+def _interrupts(args: argparse.Namespace) -> Interrupts:
+    found = getattr(args, "interrupts", None)
+    return found if isinstance(found, Interrupts) else Interrupts()
 
 
 # ----------------------------------------------------------------- arguments
@@ -44,6 +135,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--backend", metavar="URL",
                    help="an OpenAI-compatible server (e.g. llama-server) instead of the local engine")
     g.add_argument("--api-key", default=None, help="API key for --backend (or $WEB2CODE_API_KEY)")
+    g.add_argument("--timeout", default=None, metavar="SECONDS",
+                   help="with --backend: the longest the server may stay silent, before its answer starts and "
+                        "between two chunks (default 120, room for a CPU server's prefill)")
     g.add_argument("--gpu-layers", default="auto", metavar="N",
                    help="layers to offload to the GPU: auto (all that fit), 0 (CPU) or N")
     g.add_argument("--no-vision-gpu", action="store_true", help="run the vision encoder on the CPU")
@@ -108,6 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     mv.add_argument("path", type=Path)
     mv.add_argument("--mmproj", type=Path, help="the projector, when PATH is a model GGUF")
     mv.add_argument("--json", action="store_true")
+    mv.add_argument("--fix", action="store_true",
+                    help="give files from an older converter the current chat template, in place "
+                         "(every model of the manifest; no new conversion)")
 
     return p
 
@@ -163,19 +260,40 @@ def resolve_pair(args: argparse.Namespace) -> Any:
     return pair
 
 
+def _remote_timeouts(args: argparse.Namespace) -> tuple[float, float]:
+    """``--timeout`` (a positive number of seconds): the read timeout, and the connect timeout (never longer)."""
+    import math
+
+    from .engine.remote import DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT
+
+    if args.timeout is None:
+        return DEFAULT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT
+    try:
+        t = float(args.timeout)
+    except ValueError:
+        t = math.nan
+    if not (math.isfinite(t) and t > 0):
+        raise UsageError(f"--timeout must be a positive number of seconds, not {args.timeout!r}")
+    return t, min(t, DEFAULT_CONNECT_TIMEOUT)
+
+
 def make_backend(args: argparse.Namespace) -> Any:
+    if getattr(args, "timeout", None) is not None and not args.backend:
+        raise UsageError("--timeout is for --backend (the local engine has no timeout)")
     if args.backend:
         import os
 
-        from .engine.remote import RemoteBackend
+        from .engine.remote import RemoteBackend, server_address
 
+        server_address(args.backend)  # a malformed address is reported before anything else is done
+        read_timeout, connect_timeout = _remote_timeouts(args)
         offset = None
         if args.model or args.mmproj or args.models_dir:
             from .engine.pair import inspect_pair
 
             offset = inspect_pair(resolve_pair(args)).logit_offset
         return RemoteBackend(args.backend, api_key=args.api_key or os.environ.get("WEB2CODE_API_KEY"),
-                             logit_offset=offset)
+                             logit_offset=offset, read_timeout=read_timeout, connect_timeout=connect_timeout)
     from .engine.backend import LocalBackend
     from .engine.session import EngineOptions
 
@@ -270,6 +388,7 @@ def _progress_line(ev: Any) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    from .batchnames import output_names
     from .engine.html import extract_html
 
     images = _collect_images(args.images)
@@ -279,11 +398,15 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if args.output and args.out_dir:
         raise UsageError("use -o for one image or --out-dir for a batch, not both")
     params = _params(args, args.instruction)
+    interrupts = _interrupts(args)
     with make_backend(args) as backend:
         session = getattr(backend, "session", None)
-        events = backend.generate(images[0], params)
-        out = consume(events, sys.stdout if args.stream and not args.json else None,
-                      on_progress=None if args.json else _progress_line)
+        with interrupts.cancelling(backend.cancel):
+            interrupts.check()
+            events = backend.generate(images[0], params)
+            out = consume(events, sys.stdout if args.stream and not args.json else None,
+                          on_progress=None if args.json else _progress_line)
+        interrupts.check()  # an interrupted page is not written anywhere
         if out.error:
             print(f"error: {out.error}", file=sys.stderr)
             return out.exit_code
@@ -291,7 +414,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         if args.output:
             _write_text(args.output, html)
         elif args.out_dir:
-            _write_text(args.out_dir / (images[0].stem + ".html"), html)
+            _write_text(args.out_dir / output_names(images)[0], html)
         if args.json:
             session = getattr(backend, "session", session)
             obj = {
@@ -323,6 +446,7 @@ def _prompt_ids(backend: Any, image: Path, instruction: str) -> list[int] | None
 
 
 def _batch(args: argparse.Namespace, images: list[Path]) -> int:
+    from .batchnames import output_names
     from .engine.html import extract_html
 
     if args.output:
@@ -335,30 +459,47 @@ def _batch(args: argparse.Namespace, images: list[Path]) -> int:
     if args.jobs < 1:
         raise UsageError("--jobs must be at least 1")
     params = _params(args, args.instruction)
+    interrupts = _interrupts(args)
     rows: list[dict[str, Any]] = []
     lock = threading.Lock()
     done = 0
     t_start = time.perf_counter()
     with make_backend(args) as backend:
         jobs = args.jobs if args.backend else 1  # one local model runs one request at a time
+        live: set[Any] = set()  # backends with a request in flight: Ctrl+C cancels them
+        stop = threading.Event()
 
-        def one(path: Path) -> dict[str, Any]:
+        def one(path: Path, name: str) -> dict[str, Any]:
             nonlocal done
             t0 = time.perf_counter()
             row: dict[str, Any] = {"image": str(path), "output": "", "status": "ok", "error": ""}
             try:
                 b = backend if jobs == 1 else backend.clone()
-                out = consume(b.generate(path, params))
+                with lock:
+                    if stop.is_set():
+                        raise Cancelled()
+                    live.add(b)
+                try:
+                    out = consume(b.generate(path, params))
+                finally:
+                    with lock:
+                        live.discard(b)
                 if out.error:
                     row.update(status="failed", error=out.error)
+                elif out.stats is not None and out.stats.finish_reason == "cancelled":
+                    row.update(status="cancelled", error="interrupted")  # never a half page
                 else:
-                    target = out_dir / (path.stem + ".html")
+                    target = out_dir / name  # distinct for every input (batchnames.py)
                     _write_text(target, extract_html(out.text))
                     row["output"] = str(target)
                     row["n_generated"] = out.stats.n_generated if out.stats else 0
                     row.update(_timings(out.stats))
+            except Cancelled:
+                row.update(status="skipped", error="interrupted before it started")
             except Web2CodeError as exc:
                 row.update(status="failed", error=str(exc))
+            except Exception as exc:  # a bug below: this image fails, the batch goes on and is reported
+                row.update(status="failed", error=f"internal error: {type(exc).__name__}: {exc}")
             row["wall_s"] = round(time.perf_counter() - t0, 3)
             with lock:
                 done += 1
@@ -367,10 +508,31 @@ def _batch(args: argparse.Namespace, images: list[Path]) -> int:
                                  f"{row['status']}{' (' + row['error'] + ')' if row['error'] else ''}\n")
             return row
 
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
-            rows = list(pool.map(one, images))
+        def cancel_all() -> None:  # Ctrl+C, SIGTERM: no new image starts, the running ones end
+            stop.set()
+            with lock:
+                for b in live:
+                    b.cancel()
+
+        with interrupts.cancelling(cancel_all), ThreadPoolExecutor(max_workers=jobs) as pool:
+            try:
+                rows = list(pool.map(one, images, output_names(images)))
+            except KeyboardInterrupt:  # end the requests in flight now, not when each would have ended
+                stop.set()
+                pool.shutdown(wait=False, cancel_futures=True)
+                while True:  # again until none is left: a request just starting clears an earlier cancel
+                    with lock:
+                        if not live:
+                            break
+                        for b in live:
+                            b.cancel()
+                    time.sleep(0.05)
+                raise
     report = {"images": len(rows), "ok": sum(r["status"] == "ok" for r in rows),
-              "failed": sum(r["status"] != "ok" for r in rows),
+              "failed": sum(r["status"] == "failed" for r in rows),
+              "cancelled": sum(r["status"] == "cancelled" for r in rows),
+              "skipped": sum(r["status"] == "skipped" for r in rows),
+              "interrupted": bool(interrupts.signum),
               "wall_s": round(time.perf_counter() - t_start, 3), "results": rows}
     _write_text(out_dir / "report.json", json.dumps(report, indent=2))
     buf = io.StringIO()
@@ -383,8 +545,11 @@ def _batch(args: argparse.Namespace, images: list[Path]) -> int:
     if args.json:
         print(json.dumps(report, ensure_ascii=False))
     else:
-        print(f"{report['ok']} of {len(rows)} done, {report['failed']} failed; report: "
+        stopped = f", interrupted: {report['cancelled']} cancelled, {report['skipped']} not started" \
+            if interrupts.signum else ""
+        print(f"{report['ok']} of {len(rows)} done, {report['failed']} failed{stopped}; report: "
               f"{out_dir / 'report.json'}", file=sys.stderr)
+    interrupts.check()
     return 0 if report["failed"] == 0 else 1
 
 
@@ -392,10 +557,14 @@ def cmd_ask(args: argparse.Namespace) -> int:
     params = _params(args, None)
     if not args.image.exists():
         raise UsageError(f"no such file: {args.image}")
+    interrupts = _interrupts(args)
     with make_backend(args) as backend:
-        out = consume(backend.ask(args.image, args.question, params),
-                      sys.stdout if args.stream and not args.json else None,
-                      on_progress=None if args.json else _progress_line)
+        with interrupts.cancelling(backend.cancel):
+            interrupts.check()
+            out = consume(backend.ask(args.image, args.question, params),
+                          sys.stdout if args.stream and not args.json else None,
+                          on_progress=None if args.json else _progress_line)
+        interrupts.check()
         if out.error:
             print(f"error: {out.error}", file=sys.stderr)
             return out.exit_code
@@ -430,6 +599,13 @@ def cmd_models(args: argparse.Namespace) -> int:
             print(f"broken: {m} (unreadable, or its files are missing)", file=sys.stderr)
         return 0
     pair = _pair_from_path(args.path, args.mmproj)
+    fixed = []
+    if args.fix:
+        from .engine.chat_template import fix_chat_templates
+
+        fixed = fix_chat_templates(pair)
+        for path in fixed:
+            print(f"fixed: {path.name} now carries the current chat template", file=sys.stderr)
     info = inspect_pair(pair)
     from .engine.backend import LocalBackend
     from .engine.events import GenerationParams
@@ -440,7 +616,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         out = consume(backend.generate(smoke, GenerationParams(temperature=0.0, max_tokens=1)))
     result = {"model": str(pair.model), "mmproj": str(pair.mmproj), "n_embd": info.n_embd,
               "n_vocab": info.n_vocab, "pair_id": info.pair_id, "warnings": list(info.warnings),
-              "smoke_run": "ok" if not out.error else out.error}
+              "smoke_run": "ok" if not out.error else out.error, "fixed": [str(p) for p in fixed]}
     if args.json:
         print(json.dumps(result))
     else:
@@ -487,7 +663,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.image = getattr(args, "image", None) if args.command else image
+    args.interrupts = interrupts = Interrupts()
     try:
+        if args.command in ("generate", "ask"):
+            interrupts.install()
         if args.command == "generate":
             return cmd_generate(args)
         if args.command == "ask":
@@ -497,12 +676,28 @@ def main(argv: list[str] | None = None) -> int:
         from .ui.app import run_gui
 
         return run_gui(image=args.image)
+    except Interrupted as exc:
+        print("interrupted", file=sys.stderr)
+        return _exit_now_if_loading(exc.exit_code)
     except Web2CodeError as exc:  # UsageError, RequestError, ModelError, ImageError, BackendError...
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return _exit_now_if_loading(130)
+    finally:
+        interrupts.uninstall()
+
+
+def _exit_now_if_loading(code: int) -> int:
+    """A model load cancelled by the interrupt may still run in native code on a helper thread;
+    the interpreter's teardown must not race it, so the process ends here, outputs flushed."""
+    if any(t.name == "web2code-load" and t.is_alive() for t in threading.enumerate()):
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 if __name__ == "__main__":

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 
@@ -164,6 +166,7 @@ class BackendProvider:
         self._factory = factory
         self.pair: pairs.ModelPair | None = None
         self._thread: EngineThread | None = None
+        self._retired: list[Backend] = []  # replaced by reset(), closed once their jobs are done
 
     @property
     def thread(self) -> EngineThread:
@@ -199,9 +202,13 @@ class BackendProvider:
             return self._backend
         url = self.settings.remote_url.strip()
         if url:
-            from ..engine.remote import RemoteBackend
+            from ..engine.remote import DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, RemoteBackend
 
-            self._backend = RemoteBackend(url)
+            key = self.settings.remote_api_key.strip() or os.environ.get("WEB2CODE_API_KEY") or None
+            timeout = float(self.settings.remote_timeout_s) if self.settings.remote_timeout_s > 0 else DEFAULT_TIMEOUT
+            self._backend = RemoteBackend(url, api_key=key, logit_offset=self._local_logit_offset(),
+                                          read_timeout=timeout,
+                                          connect_timeout=min(timeout, DEFAULT_CONNECT_TIMEOUT))
             self.pair = None
             return self._backend
         chosen = pairs.choose(self.installed(), self.settings.default_quant)
@@ -223,22 +230,49 @@ class BackendProvider:
         self._backend = WorkerBackend(chosen, opts)
         return self._backend
 
+    def _local_logit_offset(self) -> Any:
+        """The model's logit offset from an installed copy of the pair, for a remote server; None without one."""
+        chosen = pairs.choose(self.installed(), self.settings.default_quant)
+        if chosen is None:
+            return None
+        try:
+            return pairs.inspect_pair(chosen).logit_offset
+        except (Web2CodeError, OSError, ValueError):  # a damaged local copy must not stop the server
+            return None
+
     @property
     def current(self) -> Backend | None:
         return self._backend
 
     def reset(self, settings: config.Settings | None = None) -> None:
-        """Forget the backend (settings or models changed); the next :meth:`get` makes a new one."""
+        """Forget the backend (settings or models changed); the next :meth:`get` makes a new one.
+
+        A request already running (or already handed to the engine thread) finishes on the old
+        backend: it is closed on the engine thread after them, never under them, and before
+        any request of the new one starts (so two engine processes never hold a model at once).
+        """
         if settings is not None:
             self.settings = settings
-        self.close()
+        b, self._backend = self._backend, None
+        if b is None:
+            return
+        if self._thread is None:  # nothing ever ran on it
+            _close_quietly(b)
+            return
+        self._retired.append(b)
+        self._thread.runner.submit.emit(_Retire(b, self._retired))
 
     def close(self) -> None:
-        """Close the backend (ends its engine process)."""
+        """Close the backend now (ends its engine process; a running request ends as cancelled)."""
         b, self._backend = self._backend, None
         if b is not None:
-            with contextlib.suppress(Exception):
-                b.close()
+            _close_quietly(b)
+        while True:  # list.pop is atomic: each retired backend is closed here or by its _Retire, once
+            try:
+                old = self._retired.pop()
+            except IndexError:
+                break
+            _close_quietly(old)
 
     def shutdown(self) -> None:
         """Close the backend and end the engine thread (the application is closing)."""
@@ -246,6 +280,26 @@ class BackendProvider:
         t, self._thread = self._thread, None
         if t is not None:
             t.stop()
+
+
+def _close_quietly(backend: Backend) -> None:
+    with contextlib.suppress(Exception):
+        backend.close()
+
+
+class _Retire:
+    """Queued on the engine thread like a job: closes a backend once the jobs before it are done."""
+
+    def __init__(self, backend: Backend, retired: list[Backend]) -> None:
+        self.backend = backend
+        self._retired = retired
+
+    def execute(self) -> None:
+        try:
+            self._retired.remove(self.backend)
+        except ValueError:
+            return  # BackendProvider.close got there first
+        _close_quietly(self.backend)
 
 
 def event_name(ev: Event) -> str:

@@ -53,6 +53,7 @@ from ..engine.backend import Request
 from ..engine.events import DEFAULT_MAX_TOKENS, Failed, Finished, GenerationParams, Progress, Started, Token
 from ..engine.html import LivePreview, extract_html
 from ..engine.image import load_image
+from ..engine.sampling import SEED_MAX
 from ..errors import Web2CodeError
 from ..history import History, HistoryEntry
 from .ask_panel import AskPanel
@@ -68,7 +69,7 @@ from .preview import PreviewArea, set_allow_remote
 from .settings_dialog import SettingsDialog
 from .sketch import SketchDialog
 from .throttle import Throttle
-from .widgets import Banner, Disclosure
+from .widgets import Banner, Disclosure, SeedBox
 
 PHASES = {"load": "Loading model", "encode": "Encoding image", "prefill": "Reading prompt"}
 PREVIEW_INTERVAL_MS = 120  # ≈ 8 preview updates per second while tokens arrive
@@ -242,10 +243,7 @@ class MainWindow(QMainWindow):
         self.max_tokens.setRange(1, 2048)
         self.max_tokens.setValue(DEFAULT_MAX_TOKENS)
         self.max_tokens.setToolTip("Longest answer in tokens (the model's context leaves room for about 1400)")
-        self.seed = QSpinBox(adv)
-        self.seed.setRange(-1, 2**31 - 1)
-        self.seed.setValue(-1)
-        self.seed.setSpecialValueText("Random")
+        self.seed = SeedBox(SEED_MAX, adv)
         self.seed.setToolTip("Seed of the sampler: the same seed, image and settings give the same page")
         self.btn_reuse_seed = QToolButton(adv)
         self.btn_reuse_seed.setIcon(qta.icon("mdi6.pin-outline"))
@@ -632,7 +630,7 @@ class MainWindow(QMainWindow):
 
     def _reuse_seed(self) -> None:
         if self.last_seed is not None:
-            self.seed.setValue(self.last_seed % 2**31)
+            self.seed.setValue(self.last_seed)
 
     def current_params(self, new_seed: bool = False) -> GenerationParams:
         seed = None if new_seed or self.seed.value() < 0 else self.seed.value()
@@ -987,8 +985,7 @@ class MainWindow(QMainWindow):
         dlg.show()
 
     def _models_changed(self) -> None:
-        if self.job is None:
-            self.provider.reset()
+        self.provider.reset()  # a running request finishes first (BackendProvider.reset)
         self.update_model_state()
 
     def open_settings(self) -> None:
@@ -999,26 +996,28 @@ class MainWindow(QMainWindow):
     def apply_settings(self, settings: config.Settings) -> None:
         self.settings = settings
         set_allow_remote(settings.allow_remote_resources)
-        if self.job is None:
-            self.provider.reset(settings)
-        else:
-            self.provider.settings = settings
+        # The next request (or batch image) uses the new settings; one running now, in the window
+        # or in a batch, finishes on the old backend, which is closed after it.
+        self.provider.reset(settings)
         self.update_model_state()
         self._info("Settings saved.")
 
     # ================================================================== closing
     def closeEvent(self, event: QCloseEvent) -> None:
         self._closing = True
-        if self.batch_dialog is not None:
-            self.batch_dialog.shutdown()
         if self.get_model_dialog is not None:
             self.get_model_dialog.cancel()
         job = self.job
         if job is not None:
             job.cancel()
-            job.wait(3000)
-        self.provider.close()  # ends the worker process (killing it if it does not stop)
+        if self.batch_dialog is not None:
+            self.batch_dialog.cancel()
+        # Ends the engine process: it has WorkerBackend.close_grace_s (1 s) to exit, then it is
+        # killed, hung or not; the running request then ends at once. Closing takes ~1 s at most.
+        self.provider.close()
+        if self.batch_dialog is not None:
+            self.batch_dialog.shutdown()
         if job is not None:
-            job.wait(5000)
+            job.wait(1000)
         self.provider.shutdown()
         super().closeEvent(event)

@@ -16,7 +16,8 @@ from .helpers import make_window, page_image
 
 def _drop(win: MainWindow, mime: QMimeData) -> None:
     pos = QPointF(win.width() / 2, win.height() / 2)
-    enter = QDragEnterEvent(pos, Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+    # QDragEnterEvent takes a QPoint (QDropEvent a QPointF) in the pinned PySide6.
+    enter = QDragEnterEvent(pos.toPoint(), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
                             Qt.KeyboardModifier.NoModifier)
     QApplication.sendEvent(win, enter)
     assert enter.isAccepted()

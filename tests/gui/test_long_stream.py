@@ -50,8 +50,9 @@ def test_thousands_of_tokens_across_regenerations_keep_the_window_alive(
     assert total >= TARGET_TOKENS, f"{total} tokens in {runs} generations"
     assert runs >= 2
     assert win.isVisible() and win.code.editor.toPlainText().strip()
-    # The references to True and False stay where they were (a leaking binding loses one per signal).
-    assert abs(after[0] - before[0]) <= 64 and abs(after[1] - before[1]) <= 64, (before, after)
+    # No references to True or False go missing (a leaking binding loses one per signal, ~1,000 here;
+    # objects created meanwhile, e.g. history rows, may hold a few more).
+    assert after[0] - before[0] >= -64 and after[1] - before[1] >= -64, (before, after)
     # Events reach the window in batches, at most about one per frame, not one signal per token.
     assert sum(batches) >= total
     assert len(batches) <= streamed_s * 1000 / FRAME_MS + 4 * runs, (len(batches), streamed_s)

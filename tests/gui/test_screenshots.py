@@ -1,6 +1,8 @@
 """Screenshots of the main states, written to $WEB2CODE_SCREENSHOTS (default: build/screenshots).
 
-Each shot is also checked for being a real rendering (not one flat colour); a person looks at them.
+Each shot is checked for what it must show (colours that only the expected content paints: the page's
+header, the input image, an error's red, the sketch's ink), not just for being "not blank"; a person
+looks at them too.
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PySide6.QtGui import QImage
 from PySide6.QtWidgets import QWidget
@@ -20,21 +23,35 @@ from .helpers import close_window, make_window, page_image, wait_idle
 OUT = Path(os.environ.get("WEB2CODE_SCREENSHOTS", Path(__file__).resolve().parents[2] / "build" / "screenshots"))
 
 
-def _shot(qtbot: QtBot, widget: QWidget, name: str, settle_ms: int = 600) -> Path:
+def _rgb(img: QImage) -> np.ndarray:
+    img = img.convertToFormat(QImage.Format.Format_RGB32)
+    arr = np.frombuffer(bytes(img.constBits()), np.uint8).reshape(img.height(), img.bytesPerLine() // 4, 4)
+    return arr[:, :img.width(), 2::-1].astype(np.int16)  # BGRA in memory -> RGB
+
+
+def _count(img: QImage, colour: str, tol: int = 10) -> int:
+    """Pixels within ``tol`` of ``colour`` (#rrggbb) in every channel."""
+    want = np.array([int(colour[i:i + 2], 16) for i in (1, 3, 5)], np.int16)
+    return int((np.abs(_rgb(img) - want).max(axis=2) <= tol).sum())
+
+
+def _shot(qtbot: QtBot, widget: QWidget, name: str, settle_ms: int = 600) -> QImage:
     qtbot.wait(settle_ms)
     OUT.mkdir(parents=True, exist_ok=True)
     img: QImage = widget.grab().toImage()
     path = OUT / f"{name}.png"
     assert img.save(str(path))
-    colours = {img.pixel(x, y) for x in range(0, img.width(), 37) for y in range(0, img.height(), 37)}
-    assert len(colours) > 3, f"{name} looks blank"
-    return path
+    assert len(np.unique(_rgb(img).reshape(-1, 3), axis=0)) > 3, f"{name} looks blank"
+    return img
 
 
 def test_first_start_without_a_model(qtbot: QtBot) -> None:
     win = make_window(qtbot)
     assert win.banner.isVisible() and "No model" in win.banner.text()
-    _shot(qtbot, win, "01-first-start")
+    shot = _shot(qtbot, win, "01-first-start")
+    banner = win.banner.grab().toImage()
+    assert _count(banner, "#b26a00", 40) + _count(banner, "#1565c0", 40) > 20  # the banner's icon is drawn
+    assert shot.width() >= 800
     win.open_models()
     assert win.models_dialog is not None
     _shot(qtbot, win.models_dialog, "06b-model-manager-empty")
@@ -53,10 +70,13 @@ def model_win(qtbot: QtBot, tiny_pair: object, monkeypatch: pytest.MonkeyPatch, 
 def test_main_states(qtbot: QtBot, model_win: MainWindow, tmp_path: Path) -> None:
     win = model_win
     _shot(qtbot, win, "02-image-loaded")
+    # The input pane shows the picture: its blue header bar (helpers.page_image) is on screen.
+    assert _count(win.input_pane.grab().toImage(), "#3366cc") > 500
     win.max_tokens.setValue(1500)
     win.generate()
     qtbot.waitUntil(lambda: win._n_tokens >= 40, timeout=60000)
     _shot(qtbot, win, "03-generating", settle_ms=150)
+    assert win.code.editor.toPlainText().strip() and win.tokens_label.text().endswith("tokens")
     win.stop()
     wait_idle(qtbot, win)
     # A finished, realistic page (the tiny model writes noise): as if the model had written it.
@@ -68,11 +88,19 @@ def test_main_states(qtbot: QtBot, model_win: MainWindow, tmp_path: Path) -> Non
             "</body>\n</html>\n")
     win.code.editor.set_text(html)
     win.preview.set_html(html, final=True)
+    qtbot.waitUntil(lambda: _count(win.preview.grab().toImage(), "#3366cc") > 2000, timeout=20000)
     _shot(qtbot, win, "04-finished")
+    page_blue = _count(win.preview.grab().toImage(), "#3366cc")  # the page's header only
     win.compare_box.setCurrentIndex(1)
-    _shot(qtbot, win, "05a-compare-side-by-side")
+    side = _shot(qtbot, win, "05a-compare-side-by-side")
+    # Side by side: the input's header bar is on screen beside the page's (same blue, more of it).
+    assert _count(side, "#3366cc") > _count(win.preview.grab().toImage(), "#3366cc") > 0
     win.compare_box.setCurrentIndex(2)
+    win.opacity.setValue(50)
     _shot(qtbot, win, "05b-compare-overlay")
+    # Overlay at 50 %: the input's white body over the page's blue header blends to a lighter blue;
+    # pure page blue remains only where both are blue.
+    qtbot.waitUntil(lambda: _count(win.preview.grab().toImage(), "#3366cc") < page_blue, timeout=20000)
     win.compare_box.setCurrentIndex(0)
     win.history_dock.show()
     _shot(qtbot, win, "07-history-panel")
@@ -85,6 +113,8 @@ def test_main_states(qtbot: QtBot, model_win: MainWindow, tmp_path: Path) -> Non
     bad.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     win.open_path(bad)
     _shot(qtbot, win, "08-error")
+    assert win.banner.isVisible() and win.banner.kind == "error"
+    assert _count(win.banner.grab().toImage(), "#c62828", 40) > 20  # the error icon is red
     win.open_sketch()
     assert win.sketch_dialog is not None
     c = win.sketch_dialog.canvas
@@ -93,7 +123,10 @@ def test_main_states(qtbot: QtBot, model_win: MainWindow, tmp_path: Path) -> Non
     c.draw_rect(QRect(20, 20, 900, 80))
     c.draw_text(QPoint(40, 70), "My site")
     c.draw_rect(QRect(20, 130, 420, 300))
-    _shot(qtbot, win.sketch_dialog, "09-sketch")
+    sketch = _shot(qtbot, win.sketch_dialog, "09-sketch")
+    ink = _rgb(c.grab().toImage()).max(axis=2) < 100  # dark strokes on the light canvas
+    assert ink.sum() > 500, "the sketch's rectangles and text are not drawn"
+    assert sketch.width() > 0
     win.sketch_dialog.close()
     win.open_get_model()
     assert win.get_model_dialog is not None
