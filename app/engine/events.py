@@ -243,7 +243,7 @@ def event_to_json(event: Event) -> str:
 def event_from_json(line: str | bytes) -> Event:
     try:
         data = json.loads(line)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
         raise BackendError("Received garbage instead of an event from the backend.",
                            detail=repr(line[:500])) from exc
     return event_from_dict(data)

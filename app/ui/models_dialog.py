@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import qtawesome as qta
@@ -28,12 +29,20 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ...converters.hub import PROGRESS_PREFIX
 from ..config import atomic_write_bytes
 from ..engine import pair as pairs
 from ..errors import ModelError
 
 REPO_ID = "LLM360/CrystalChat-7B-Web2Code"
 MODEL_FOLDER = "crystalchat-7b-web2code"
+#: The commit of REPO_ID to download, when a known one ships with the app. None: trust on first use:
+#: the commit the first download resolves ``main`` to is recorded in the models folder
+#: (REVISIONS_FILE), and every later run (a resume, a fresh download) asks for exactly that commit,
+#: whose files the converter checks against the Hub's sizes and hashes.
+PINNED_REVISION: str | None = None
+REVISIONS_FILE = "revisions.json"
+_COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 #: Download cache (~15 GB of fp16 shards + CLIP) plus the outputs and a temporary F16 base.
 NEEDED_BYTES = 30 * 10**9
 _QUANT_RE = re.compile(r"(?i)(Q\d_K_[SML]|Q\d_K|Q\d_\d|IQ\d_\w+|BF16|F16|F32)")
@@ -244,7 +253,8 @@ class GetModelDialog(QDialog):
         self.models_dir = models_dir
         self.outdir = models_dir / MODEL_FOLDER
         intro = QLabel(
-            f"Downloads <b>{REPO_ID}</b> and its CLIP vision tower from Hugging Face (about 15 GB, resumable) "
+            f"Downloads <b>{REPO_ID}</b> and its CLIP vision tower from Hugging Face (about 15 GB, resumable, "
+            "one pinned revision, every file checked against the Hub's checksums) "
             f"and converts them into a GGUF pair in<br><code>{self.outdir}</code>.<br>"
             "About 30 GB of free disk space are needed, including the download cache.", self)
         intro.setWordWrap(True)
@@ -292,7 +302,47 @@ class GetModelDialog(QDialog):
         return shutil.disk_usage(probe).free
 
     def command(self) -> tuple[str, list[str]]:
-        return sys.executable, ["-m", "web2code.converters", REPO_ID, "-o", str(self.outdir), "--json"]
+        args = ["-m", "web2code.converters", REPO_ID, "-o", str(self.outdir), "--json", "--progress", "json"]
+        revision = self.revision()
+        if revision:
+            args += ["--revision", revision]
+        return sys.executable, args
+
+    def revision(self) -> str | None:
+        """The commit to download: the shipped pin, else the one recorded by the first download."""
+        if PINNED_REVISION:
+            return PINNED_REVISION
+        try:
+            data = json.loads((self.models_dir / REVISIONS_FILE).read_text(encoding="utf-8"))
+            sha = data[REPO_ID]["revision"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return sha if isinstance(sha, str) and _COMMIT_RE.match(sha) else None
+
+    def _record_revision(self, sha: str) -> None:
+        """Trust on first use: remember the commit the first download resolved to."""
+        if not _COMMIT_RE.match(sha):
+            return
+        pinned = self.revision()
+        if pinned is not None:
+            if pinned != sha:  # cannot happen while the converter honours --revision
+                self.log.appendPlainText(f"warning: the converter fetched revision {sha}, not the pinned {pinned}")
+            return
+        path = self.models_dir / REVISIONS_FILE
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            data = {}
+        if not isinstance(data, dict):
+            data = {}
+        data[REPO_ID] = {"revision": sha, "recorded": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        try:
+            atomic_write_bytes(path, (json.dumps(data, indent=2) + "\n").encode())
+        except OSError as exc:
+            self.log.appendPlainText(f"warning: cannot record the revision in {path}: {exc.strerror or exc}")
+            return
+        self.log.appendPlainText(f"Pinned {REPO_ID} to revision {sha} (recorded in {path}): resuming or "
+                                 "downloading again fetches exactly these files.")
 
     def start(self) -> bool:
         if self.proc is not None:
@@ -320,6 +370,7 @@ class GetModelDialog(QDialog):
         self.proc = proc
         self._last_error = ""
         self.log.appendPlainText(f"$ web2code-convert {' '.join(args[2:])}")
+        self.status.setStyleSheet("")
         self.status.setText("Starting…")
         self.progress.setRange(0, 0)
         self.btn_start.setEnabled(False)
@@ -338,22 +389,57 @@ class GetModelDialog(QDialog):
                 self._line(raw.strip())
 
     def _line(self, line: str) -> None:
-        pct = re.search(r"(\d{1,3})%\|", line)
+        if line.startswith(PROGRESS_PREFIX):
+            try:
+                event = json.loads(line[len(PROGRESS_PREFIX):])
+            except ValueError:
+                event = None
+            if isinstance(event, dict):
+                self._event(event)  # shown in the bar and the status line, not logged frame by frame
+            else:
+                self.log.appendPlainText(line)  # garbled: kept for the record, not shown as the status
+            return
         frac = re.search(r"(\d+)/(\d+) tensors", line)
-        if pct:
-            self.progress.setRange(0, 100)
-            self.progress.setValue(int(pct.group(1)))
-            self.status.setText(line[:160])
-            return  # tqdm redraws: not every frame into the log
         if frac:
             self.progress.setRange(0, int(frac.group(2)))
             self.progress.setValue(int(frac.group(1)))
-        elif line.startswith(("quantizing", "vision projector", "downloading", "checking")):
+        elif line.startswith(("quantizing", "vision projector")):
             self.progress.setRange(0, 0)
         if line.startswith("error:"):
             self._last_error = line[6:].strip()
         self.status.setText(line[:160])
         self.log.appendPlainText(line)
+
+    def _event(self, event: dict[str, object]) -> None:
+        """One structured progress event from the converter (see ``web2code.converters.hub.PROGRESS_PREFIX``)."""
+
+        def number(key: str) -> int:
+            value = event.get(key)
+            return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+        kind = event.get("event")
+        what = str(event.get("what") or "files")
+        repo = str(event.get("repo") or "")
+        if kind == "revision":  # the converter logs it too; here it is pinned
+            if repo == REPO_ID and what == "checkpoint":
+                self._record_revision(str(event.get("revision") or ""))
+            self.status.setText(f"Downloading {what} {repo} ({human_size(number('bytes'))})…")
+            self.progress.setRange(0, 0)
+            return
+        if kind not in ("download", "verify"):
+            return  # a newer converter's event: nothing to show
+        done, total = number("done"), number("total")
+        amount = f"{human_size(done)} of {human_size(total)}"
+        if kind == "download":
+            self.status.setText(f"Downloading {what} {repo}: {amount} "
+                                f"({number('files_done')} of {number('files_total')} files)")
+        else:
+            self.status.setText(f"Checking {what} {repo} against the Hub's checksums: {amount}")
+        if total > 0:
+            self.progress.setRange(0, 1000)  # byte counts overflow the bar's int
+            self.progress.setValue(min(1000, done * 1000 // total))
+        else:
+            self.progress.setRange(0, 0)
 
     def _error(self, err: QProcess.ProcessError) -> None:
         if err == QProcess.ProcessError.FailedToStart:

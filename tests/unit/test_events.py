@@ -326,3 +326,11 @@ def test_an_event_missing_a_field_or_with_an_extra_one_is_a_clear_failure(event:
         del target[name]
         ev = read_event(json.dumps(d))
         assert _is_clear_failure(ev) or type(ev) is type(event)
+
+
+def test_absurdly_nested_json_is_garbage_not_a_recursion_error() -> None:
+    from web2code.app.engine.events import event_from_json
+    from web2code.app.errors import BackendError
+
+    with pytest.raises(BackendError, match="garbage"):
+        event_from_json(b"[" * 100_000 + b"]" * 100_000)
