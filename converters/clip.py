@@ -24,7 +24,8 @@ from typing import Any
 import torch
 from gguf import GGUFWriter
 
-from .checkpoint import Checkpoint, TensorSource, short_list
+from .checkpoint import Checkpoint, TensorSource, non_float, short_list
+from .configvalues import config_float, config_floats, config_int
 from .crystal import CrystalConfig, CrystalLayout, center_out
 from .errors import ConvertError
 from .gguf_out import GGUFPlan, PlannedTensor
@@ -41,6 +42,10 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 #: CLIP ViTs use 64-wide attention heads; the head count is not visible in the weights.
 CLIP_HEAD_DIM = 64
 SUPPORTED_ACTS = {"quick_gelu": False, "gelu": True}  # value: clip.use_gelu
+#: Bounds far beyond any CLIP tower (ViT-L/14-336: 1024 wide, 24 layers, 336 px).
+MAX_TOWER_WIDTH = 1 << 16
+MAX_TOWER_LAYERS = 1024
+MAX_IMAGE_SIZE = 1 << 14
 
 #: HF name inside ``encoder.layers.N.`` -> mmproj name inside ``v.blk.N.``.
 BLOCK_MAP = {
@@ -86,24 +91,32 @@ class ClipConfig:
         vc = cfg.get("vision_config", cfg) if cfg.get("model_type") != "clip_vision_model" else cfg
         if not isinstance(vc, dict):
             raise ConvertError("the vision tower's config.json has no vision_config")
+        where = "the vision tower's config.json"
         v = {**_HF_DEFAULTS, **{k: val for k, val in vc.items() if val is not None}}
-        act = str(v["hidden_act"])
-        if act not in SUPPORTED_ACTS:
+        act = v["hidden_act"]
+        if not isinstance(act, str) or act not in SUPPORTED_ACTS:
             raise ConvertError(f"unsupported vision tower activation {act!r} (supported: "
                                f"{', '.join(SUPPORTED_ACTS)})")
+        hidden = config_int(v, "hidden_size", 1, MAX_TOWER_WIDTH, where=where)
+        heads = config_int(v, "num_attention_heads", 1, hidden, where=where)
+        if hidden % heads:
+            raise ConvertError(f"{where}: num_attention_heads {heads} does not divide hidden_size {hidden}")
+        image_size = config_int(v, "image_size", 1, MAX_IMAGE_SIZE, where=where)
         pre = preprocessor or {}
+        pre_where = "the vision tower's preprocessor_config.json"
+        top = {"projection_dim": cfg.get("projection_dim", v["projection_dim"])}
         return cls(
-            hidden_size=int(v["hidden_size"]),
-            intermediate_size=int(v["intermediate_size"]),
-            num_layers=int(v["num_hidden_layers"]),
-            num_heads=int(v["num_attention_heads"]),
-            image_size=int(v["image_size"]),
-            patch_size=int(v["patch_size"]),
-            eps=float(v["layer_norm_eps"]),
+            hidden_size=hidden,
+            intermediate_size=config_int(v, "intermediate_size", 1, MAX_TOWER_WIDTH * 8, where=where),
+            num_layers=config_int(v, "num_hidden_layers", 1, MAX_TOWER_LAYERS, where=where),
+            num_heads=heads,
+            image_size=image_size,
+            patch_size=config_int(v, "patch_size", 1, image_size, where=where),
+            eps=config_float(v, "layer_norm_eps", where=where),
             hidden_act=act,
-            projection_dim=int(cfg.get("projection_dim", v["projection_dim"])),
-            image_mean=tuple(float(x) for x in pre.get("image_mean", CLIP_MEAN)),
-            image_std=tuple(float(x) for x in pre.get("image_std", CLIP_STD)),
+            projection_dim=config_int(top, "projection_dim", 1, MAX_TOWER_WIDTH, where=where),
+            image_mean=config_floats(pre, "image_mean", 3, CLIP_MEAN, positive=False, where=pre_where),
+            image_std=config_floats(pre, "image_std", 3, CLIP_STD, positive=True, where=pre_where),
         )
 
     @classmethod
@@ -115,17 +128,29 @@ class ClipConfig:
                 raise ConvertError(f"missing tensors: {name}")
             return ckpt.shape(name)
 
-        hidden = shape("embeddings.class_embedding")[0]
-        patch = shape("embeddings.patch_embedding.weight")[-1]
-        grid = math.isqrt(shape("embeddings.position_embedding.weight")[0] - 1)
+        class_embd = shape("embeddings.class_embedding")
+        patch_embd = shape("embeddings.patch_embedding.weight")
+        positions = shape("embeddings.position_embedding.weight")
+        if len(class_embd) != 1 or len(patch_embd) != 4 or len(positions) != 2:
+            raise ConvertError(f"wrongly shaped vision tower tensors: {prefix}embeddings.* "
+                               f"{list(class_embd)}, {list(patch_embd)}, {list(positions)}")
+        hidden, patch = class_embd[0], patch_embd[-1]
+        grid = math.isqrt(max(positions[0] - 1, 0))
+        if hidden <= 0 or patch <= 0 or grid <= 0 or grid * grid != positions[0] - 1:
+            raise ConvertError(f"cannot infer the vision tower's geometry from {prefix}embeddings.* "
+                               f"(position rows {positions[0]}, patch {patch}); pass the tower with --vision-tower")
         layers = {int(m.group(1)) for n in ckpt.names()
                   if (m := re.match(re.escape(prefix) + r"encoder\.layers\.(\d+)\.", n))}
         if hidden % CLIP_HEAD_DIM:
             raise ConvertError(f"cannot infer the vision tower's heads (hidden size {hidden} is not a "
                                f"multiple of {CLIP_HEAD_DIM}); pass the tower with --vision-tower")
+        fc1 = shape("encoder.layers.0.mlp.fc1.weight")
+        if len(fc1) != 2 or fc1[0] <= 0:
+            raise ConvertError(f"wrongly shaped vision tower tensors: {prefix}encoder.layers.0.mlp.fc1.weight "
+                               f"{list(fc1)}")
         return cls(
             hidden_size=hidden,
-            intermediate_size=shape("encoder.layers.0.mlp.fc1.weight")[0],
+            intermediate_size=fc1[0],
             num_layers=len(layers),
             num_heads=hidden // CLIP_HEAD_DIM,
             image_size=grid * patch,
@@ -153,7 +178,7 @@ def feature_layer(cfg: dict[str, Any], tower: ClipConfig) -> int:
     if cfg.get("mm_vision_select_feature", "patch") != "patch":
         raise ConvertError(f"unsupported mm_vision_select_feature {cfg['mm_vision_select_feature']!r} "
                            "(supported: 'patch')")
-    sel = int(cfg.get("mm_vision_select_layer", -2))
+    sel = config_int(cfg, "mm_vision_select_layer", -MAX_TOWER_LAYERS - 1, MAX_TOWER_LAYERS, default=-2)
     k = sel if sel >= 0 else tower.num_layers + 1 + sel
     if not 1 <= k <= tower.num_layers:
         raise ConvertError(
@@ -203,6 +228,9 @@ def validate_tower(ckpt: Checkpoint, prefix: str, tower: ClipConfig, *, strict: 
              if ckpt.shape(n) != s]
     if wrong:
         raise ConvertError(f"wrongly shaped vision tower tensors: {short_list(wrong, 4)}")
+    integer = non_float(ckpt, list(expected))
+    if integer:
+        raise ConvertError(f"vision tower tensors that are not floating point: {short_list(integer, 4)}")
     if strict:
         unexpected = [n for n in ckpt.names() if n.startswith(prefix) and n not in expected
                       and not n.endswith(_IGNORED)]

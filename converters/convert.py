@@ -1,21 +1,25 @@
 """One conversion: checkpoint in, verified GGUF pair + manifest out, all or nothing.
 
 Every input problem is found before OUTDIR is touched (config, layout, tensor
-names and shapes, tokenizer, vision tower, output folder, free space). Files
-are written under temporary names (``.<file>.w2c-<pid>-<rand>.incomplete``)
-and renamed into place only when all of them are complete, manifest last; an
-exception or Ctrl-C removes the temporaries, and temporaries of a killed run
-are removed by the next run in the same folder.
+names, shapes and types, tokenizer, vision tower, output names, output folder,
+free space); damaged tensor data (NaN, absurd values, checksum mismatches) is
+found while reading, before anything is in place. Files are written under
+temporary names (``.<file>.w2c-<pid>-<rand>.incomplete``) and renamed into
+place only when all of them are complete, as one step that restores the old
+files if it fails (see :mod:`.staging`); an exception or Ctrl-C removes the
+temporaries, and what a killed run left is removed by the next run in the same
+folder (never what a live run is writing).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import functools
 import hashlib
 import json
 import os
 import re
-import secrets
 import shutil
 import sys
 import time
@@ -31,15 +35,15 @@ from gguf import GGUFWriter
 from . import hub
 from .checkpoint import Checkpoint, read_json
 from .clip import ClipConfig, Tower, feature_layer, find_tower_prefix, mmproj_plan, validate_tower
+from .configvalues import config_int
 from .crystal import CrystalConfig, CrystalLayout, text_plan
 from .errors import ConvertError
-from .gguf_out import DIRECT_TYPES, write_ggufs
+from .gguf_out import write_ggufs
 from .keys import DEFAULT_REPO, MANIFEST_FORMAT_VERSION, MANIFEST_NAME, PAIR_ID
-from .quantize import BYTES_PER_WEIGHT, check_types, quantize
+from .quantize import BYTES_PER_WEIGHT, DIRECT_TYPES, check_threads, check_types, quantize
+from .staging import TEMP_OVERHEAD, Staging, remove_stale
 from .tokenizer import find_tokenizer, load_vocab
 from .verify import VerifyReport, verify_pair
-
-_TEMP_RE = re.compile(r"^\..+\.w2c-(\d+)-[0-9a-f]+\.incomplete$")
 
 
 def converter_version() -> str:
@@ -60,6 +64,12 @@ class ConvertOptions:
     verify: bool = False
     threads: int = 0
     log: Callable[[str], None] = lambda message: None
+    #: Polled between the steps: True stops the conversion as Ctrl-C does (KeyboardInterrupt).
+    should_stop: Callable[[], bool] = lambda: False
+    #: SOURCE's commit on the Hub (a hash, a branch or a tag; None: main); an error for a local folder.
+    revision: str | None = None
+    #: Download and check events (see :data:`.hub.PROGRESS_PREFIX`); None: huggingface-hub's own bars.
+    progress: hub.ProgressSink | None = None
 
 
 @dataclass(frozen=True)
@@ -128,11 +138,12 @@ def _read_tower_config(folder: Path) -> ClipConfig:
     return ClipConfig.from_tower_config(cfg, pre)
 
 
-def _open_tower(ck: Checkpoint, layout: CrystalLayout, vision_tower: str | None) -> Tower:
+def _open_tower(ck: Checkpoint, layout: CrystalLayout, vision_tower: str | None,
+                resolve: Callable[..., Path] = hub.resolve) -> Tower:
     if layout.tower is not None:
         # LLaVA saved the tower inside; its configuration is not there.
         if vision_tower:
-            config = _read_tower_config(hub.resolve(vision_tower, what="vision tower"))
+            config = _read_tower_config(resolve(vision_tower, what="vision tower"))
         else:
             config = ClipConfig.infer(ck, layout.tower)
         validate_tower(ck, layout.tower, config, strict=True)
@@ -142,7 +153,7 @@ def _open_tower(ck: Checkpoint, layout: CrystalLayout, vision_tower: str | None)
         raise ConvertError("vision tower not found: the checkpoint has none and config.json names none "
                            "(pass --vision-tower FOLDER_OR_REPO)")
     try:
-        folder = hub.resolve(str(ref), what="vision tower")
+        folder = resolve(str(ref), what="vision tower")
     except ConvertError as e:
         raise ConvertError(f"vision tower not found: {e}") from None
     tck = Checkpoint(folder, what="vision tower")
@@ -170,82 +181,59 @@ def _default_name(source: str, folder: Path) -> str:
 
 
 # -- output folder --------------------------------------------------------------------------------
-class _Staging:
-    """Temporary files in OUTDIR, renamed into place together or removed."""
-
-    def __init__(self, outdir: Path) -> None:
-        self.outdir = outdir
-        self.pending: dict[Path, Path] = {}  # temp -> final
-        self.scratch: list[Path] = []
-
-    def _name(self, final: str) -> Path:
-        return self.outdir / f".{final}.w2c-{os.getpid()}-{secrets.token_hex(4)}.incomplete"
-
-    def temp(self, final: str) -> Path:
-        path = self._name(final)
-        self.pending[path] = self.outdir / final
-        return path
-
-    def scratch_file(self, label: str) -> Path:
-        path = self._name(label)
-        self.scratch.append(path)
-        return path
-
-    def commit(self) -> None:
-        for temp, final in self.pending.items():
-            temp.replace(final)
-        self.pending.clear()
-
-    def cleanup(self) -> None:
-        for path in [*self.pending, *self.scratch]:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-        self.pending.clear()
-        self.scratch.clear()
-
-    def remove_stale(self) -> None:
-        """Temporaries of runs that were killed (their pid is gone)."""
-        for path in self.outdir.iterdir():
-            m = _TEMP_RE.match(path.name)
-            if m and not _pid_alive(int(m.group(1))):
-                with contextlib.suppress(OSError):
-                    path.unlink()
+def _name_max(folder: Path) -> int:
+    """The longest file name (bytes) the file system of ``folder`` (or its nearest existing parent) takes."""
+    for parent in [folder, *folder.parents]:
+        try:
+            if parent.is_dir():
+                return int(os.pathconf(parent, "PC_NAME_MAX"))
+        except (OSError, ValueError, AttributeError):  # AttributeError: no pathconf (Windows)
+            break
+    return 255
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
+def _check_name(name: str, explicit: bool, outdir: Path, files: list[str]) -> None:
+    """A plain file-name stem whose output and temporary names all fit the file system."""
+    what = "--name" if explicit else "the output name (from SOURCE; pass --name)"
+    if not name or "/" in name or "\\" in name or name.startswith(".") or any(ord(c) < 32 or ord(c) == 127
+                                                                               for c in name):
+        raise ConvertError(f"invalid {what} {name!r}: use a plain file-name stem")
+    limit = _name_max(outdir)
+    longest = max(len(os.fsencode(f)) for f in files) + TEMP_OVERHEAD
+    if longest > limit:
+        room = len(os.fsencode(name)) - (longest - limit)
+        shown = name if len(name) <= 40 else name[:37] + "..."
+        raise ConvertError(f"{what} {shown!r} is too long: the output files' names would exceed the file "
+                           f"system's limit of {limit} bytes (use at most {max(room, 0)} bytes)")
 
 
 def _check_outdir(outdir: Path, files: list[str], force: bool) -> None:
-    if outdir.exists() and not outdir.is_dir():
-        raise ConvertError(f"OUTDIR {outdir} exists and is not a folder")
-    if outdir.is_dir() and not force:
-        existing = [f for f in [*files, MANIFEST_NAME] if (outdir / f).exists()]
-        if existing:
+    """OUTDIR is a folder (or can be made); its outputs are absent, or (``--force``) plain files to replace."""
+    try:
+        if outdir.exists() and not outdir.is_dir():
+            raise ConvertError(f"OUTDIR {outdir} exists and is not a folder")
+        if not outdir.is_dir():
+            return
+        targets = [*files, MANIFEST_NAME]
+        existing = [f for f in targets if (outdir / f).exists() or (outdir / f).is_symlink()]
+        if existing and not force:
             raise ConvertError(
                 f"OUTDIR {outdir} already holds {', '.join(existing)} (use --force to replace)")
+        # --force replaces files only: find a folder in the way now, not after half the pair was replaced
+        blocked = [f for f in existing if not (outdir / f).is_file()]
+        if blocked:
+            raise ConvertError(f"cannot replace {', '.join(blocked)} in OUTDIR {outdir}: not a file "
+                               "(nothing was replaced)")
+    except OSError as e:
+        raise ConvertError(f"cannot use OUTDIR {outdir}: {e.strerror or e}") from None
 
 
 def _make_outdir(outdir: Path) -> bool:
-    """Create OUTDIR if needed and prove it writable; True if it was created."""
+    """Create OUTDIR if needed; True if it was created."""
     created = not outdir.exists()
     try:
         outdir.mkdir(parents=True, exist_ok=True)
-        probe = outdir / f".w2c-probe-{os.getpid()}-{secrets.token_hex(4)}"
-        probe.write_bytes(b"")
-        probe.unlink()
     except OSError as e:
-        if created:
-            with contextlib.suppress(OSError):
-                outdir.rmdir()
         raise ConvertError(f"OUTDIR {outdir} is not writable: {e.strerror or e}") from None
     return created
 
@@ -260,28 +248,36 @@ def convert(opts: ConvertOptions) -> ConvertResult:
     timings: dict[str, float] = {}
     log = opts.log
     quants = check_types(opts.quants)
+    check_threads(opts.threads)
 
-    folder = hub.resolve(opts.source)
+    def step() -> None:
+        if opts.should_stop():
+            raise KeyboardInterrupt
+
+    fetched = hub.fetch(opts.source, revision=opts.revision, progress=opts.progress, log=log,
+                        should_stop=opts.should_stop)
+    folder = fetched.folder
     ck = Checkpoint(folder)
     cfg = CrystalConfig.from_config(ck.config)
     layout = CrystalLayout.detect(ck)
-    tower = _open_tower(ck, layout, opts.vision_tower)
-    mm_hidden = int(ck.config.get("mm_hidden_size", tower.config.hidden_size))
+    tower = _open_tower(ck, layout, opts.vision_tower, functools.partial(
+        hub.resolve, progress=opts.progress, log=log, should_stop=opts.should_stop))
+    mm_hidden = config_int(ck.config, "mm_hidden_size", 1, 1 << 16, default=tower.config.hidden_size)
     if mm_hidden != tower.config.hidden_size:
         raise ConvertError(f"mm_hidden_size {mm_hidden} does not match the vision tower's hidden size "
                            f"{tower.config.hidden_size}")
     layout.validate(ck, cfg, mm_hidden)
     vocab = load_vocab(find_tokenizer(folder), cfg.vocab_size)
     name = opts.name or _default_name(opts.source, folder)
-    if not name or "/" in name or "\\" in name or name.startswith("."):
-        raise ConvertError(f"invalid --name {name!r}: use a plain file-name stem")
     inferred = [f"vision tower {k}" for k in tower.config.inferred]
     timings["inspect"] = time.monotonic() - t_start
 
     model_files = {q: f"{name}-{q}.gguf" for q in quants}
     mmproj_file = f"mmproj-{name}-f16.gguf"
     outdir = opts.outdir
+    _check_name(name, bool(opts.name), outdir, [*model_files.values(), mmproj_file, MANIFEST_NAME])
     _check_outdir(outdir, [*model_files.values(), mmproj_file], opts.force)
+    step()
 
     n_text = cfg.vocab_size * cfg.n_embd * 2 + cfg.n_layer * (4 * cfg.n_embd**2 + 3 * cfg.n_embd * cfg.n_ff)
     quantized = [q for q in quants if q not in DIRECT_TYPES]
@@ -292,13 +288,20 @@ def convert(opts: ConvertOptions) -> ConvertResult:
     need += 2 * tc.hidden_size * (4 * tc.hidden_size + 2 * tc.intermediate_size) * tower.layer + 64 * 2**20
 
     created = _make_outdir(outdir)
-    staging = _Staging(outdir)
+    staging = Staging(outdir)
     try:
+        try:
+            staging.lock()
+        except OSError as e:
+            raise ConvertError(f"OUTDIR {outdir} is not writable: {e.strerror or e}") from None
+        # before the free-space check: what killed runs left must not make this run fail
+        stale = remove_stale(outdir, staging.token)
+        if stale:
+            log(f"removed {len(stale)} temporary files left in {outdir} by an interrupted run")
         free = free_bytes(outdir)
         if free < need:
             raise ConvertError(f"not enough disk space in OUTDIR {outdir}: need about {_gib(need)}, "
                                f"{_gib(free)} free")
-        staging.remove_stale()
         # notes only once the input is known good: a bad input gets exactly one line
         for item in inferred:
             log(f"note: {item} was inferred from the weights (CLIP convention)")
@@ -333,13 +336,15 @@ def convert(opts: ConvertOptions) -> ConvertResult:
         write_ggufs(plan, targets, extra=pair, progress=text_progress)
         ck.release()
         timings["text"] = time.monotonic() - t0
+        step()
 
         # 2. quantized types, by llama.cpp
         for q in quantized:
             t0 = time.monotonic()
             log(f"quantizing to {q} (llama.cpp)")
-            quantize(base, paths[q], q, n_threads=opts.threads)
+            quantize(base, paths[q], q, work_dir=staging.work_dir(), n_threads=opts.threads)
             timings[f"quantize_{q}"] = time.monotonic() - t0
+            step()
 
         # 3. the mmproj
         t0 = time.monotonic()
@@ -350,6 +355,7 @@ def convert(opts: ConvertOptions) -> ConvertResult:
         tower.src.release()
         ck.release()
         timings["mmproj"] = time.monotonic() - t0
+        step()
 
         # 4. verification against the reference, before anything is in place
         reports: list[VerifyReport] = []
@@ -361,6 +367,7 @@ def convert(opts: ConvertOptions) -> ConvertResult:
             ck.release()
             tower.src.release()
             timings["verify"] = time.monotonic() - t0
+            step()
 
         # 5. checksums, manifest, rename into place
         t0 = time.monotonic()
@@ -375,21 +382,25 @@ def convert(opts: ConvertOptions) -> ConvertResult:
             "models": [{"quant": m.quant, "file": m.file, "sha256": m.sha256} for m in models],
             "source": source_repo or str(folder.resolve()),
             "converter_version": converter_version(),
+            # the Hub commit the checked download came from (trust on first use pins later downloads to it)
+            **({"source_revision": fetched.revision} if fetched.revision else {}),
         }
         manifest_tmp = staging.temp(MANIFEST_NAME)
         manifest_tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        step()
         # renamed last (dicts keep order): a folder with a manifest holds a complete pair
-        staging.commit()
+        staging.commit(force=opts.force)
         timings["finish"] = time.monotonic() - t0
     except OSError as e:
         # ENOSPC and friends while writing: a user-fixable condition, not a bug
-        raise ConvertError(f"writing to {outdir} failed: {e.strerror or e}") from None
+        what = "the output file names are too long" if e.errno == errno.ENAMETOOLONG else e.strerror or e
+        raise ConvertError(f"writing to {outdir} failed: {what}") from None
     finally:
         staging.cleanup()
         ck.release()
-        if created and not any(outdir.iterdir()):
+        if created:
             with contextlib.suppress(OSError):
-                outdir.rmdir()
+                outdir.rmdir()  # only if empty: nothing of ours is left in a folder we made
     timings["total"] = time.monotonic() - t_start
     return ConvertResult(outdir, name, pair_id, models, mmproj, outdir / MANIFEST_NAME, inferred, timings,
                          peak_rss_bytes(), reports)

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from gguf import MODEL_TENSOR, TENSOR_NAMES, GGUFValueType, GGUFWriter
 
-from .checkpoint import Checkpoint, TensorSource, short_list
+from .checkpoint import Checkpoint, TensorSource, non_float, short_list
+from .configvalues import config_bool, config_float, config_int
 from .errors import ConvertError
 from .gguf_out import GGUFPlan, PlannedTensor
 from .keys import LOGIT_OFFSET
@@ -33,6 +34,12 @@ SUPPORTED_PROJECTORS = ("mlp2x_gelu",)
 FF_MULTIPLE = 256
 #: A rotation frequency factor so large that the angle is 0: the pair is not rotated.
 NO_ROTATION = 1e30
+#: Bounds of config.json sizes far beyond any real model (the 7B has 32032, 4096, 32, 2048): a value
+#: outside is a damaged config, and stopping here keeps it from sizing a huge allocation.
+MAX_VOCAB = 1 << 22
+MAX_WIDTH = 1 << 16
+MAX_LAYERS = 1024
+MAX_POSITIONS = 1 << 24
 
 
 def _tn(kind: MODEL_TENSOR, suffix: str = "weight", bid: int | None = None) -> str:
@@ -77,11 +84,6 @@ class CrystalConfig:
                 f"{', '.join(SUPPORTED_MODEL_TYPES)} (LlavaCrystalForCausalLM, CrystalChat-7B-Web2Code)"
             )
 
-        def need(key: str) -> Any:
-            if key not in cfg:
-                raise ConvertError(f"config.json lacks {key!r}")
-            return cfg[key]
-
         def check(key: str, want: Any) -> None:
             if cfg.get(key, want) != want:
                 raise ConvertError(f"unsupported {key}={cfg[key]!r} (supported: {want!r})")
@@ -93,31 +95,38 @@ class CrystalConfig:
         if cfg.get("mm_projector_type", "mlp2x_gelu") not in SUPPORTED_PROJECTORS:
             raise ConvertError(f"unsupported mm_projector_type {cfg['mm_projector_type']!r} "
                                f"(supported: {', '.join(SUPPORTED_PROJECTORS)})")
-        n_embd, n_head = int(need("n_embd")), int(need("n_head"))
-        rotary_dim = int(need("rotary_dim"))
+        n_embd = config_int(cfg, "n_embd", 1, MAX_WIDTH)
+        n_head = config_int(cfg, "n_head", 1, n_embd)
+        rotary_dim = config_int(cfg, "rotary_dim", 2, n_embd)
         if n_embd % n_head or rotary_dim % 2 or rotary_dim > n_embd // n_head:
-            raise ConvertError(f"inconsistent n_embd={n_embd}, n_head={n_head}, rotary_dim={rotary_dim}")
+            raise ConvertError(f"inconsistent n_embd={n_embd}, n_head={n_head}, rotary_dim={rotary_dim} "
+                               "(n_head must divide n_embd; rotary_dim must be even and at most the head size)")
         head_dim = n_embd // n_head
-        if not cfg.get("scale_attn_weights", True):
+        if not config_bool(cfg, "scale_attn_weights", True):
             attn_scale = 1.0
-        elif cfg.get("mup_scale_qk_dot_by_d", False):
+        elif config_bool(cfg, "mup_scale_qk_dot_by_d", False):
             attn_scale = 1.0 / head_dim
         else:
             attn_scale = 1.0 / math.sqrt(head_dim)
+        rope_key = "rotary_emb_base" if cfg.get("rotary_emb_base") is not None else "rope_theta"
+        rope_base = config_float(cfg, rope_key, default=10000.0)
+        if rope_base <= 1:
+            raise ConvertError(f"config.json: {rope_key} must be greater than 1 (it is {rope_base:g})")
         return cls(
-            vocab_size=int(need("vocab_size")),
+            vocab_size=config_int(cfg, "vocab_size", 1, MAX_VOCAB),
             n_embd=n_embd,
-            n_layer=int(need("n_layer")),
+            n_layer=config_int(cfg, "n_layer", 1, MAX_LAYERS),
             n_head=n_head,
-            n_inner=int(cfg.get("n_inner") or 4 * n_embd),
-            n_positions=int(need("n_positions")),
+            n_inner=config_int(cfg, "n_inner", 1, MAX_WIDTH * 8, default=min(4 * n_embd, MAX_WIDTH * 8)),
+            n_positions=config_int(cfg, "n_positions", 1, MAX_POSITIONS),
             rotary_dim=rotary_dim,
-            rope_base=float(cfg.get("rotary_emb_base", cfg.get("rope_theta", 10000.0))),
-            eps=float(cfg.get("layer_norm_epsilon", 1e-5)),
-            embeddings_scale=float(cfg.get("mup_embeddings_scale", 1.0)),
-            output_scale=float(cfg.get("mup_output_alpha", 1.0)) * float(cfg.get("mup_width_scale", 1.0)),
+            rope_base=rope_base,
+            eps=config_float(cfg, "layer_norm_epsilon", default=1e-5),
+            embeddings_scale=config_float(cfg, "mup_embeddings_scale", default=1.0),
+            output_scale=config_float(cfg, "mup_output_alpha", default=1.0)
+            * config_float(cfg, "mup_width_scale", default=1.0),
             attn_scale=attn_scale,
-            tie_word_embeddings=bool(cfg.get("tie_word_embeddings", True)),
+            tie_word_embeddings=config_bool(cfg, "tie_word_embeddings", True),
         )
 
 
@@ -202,6 +211,9 @@ class CrystalLayout:
                  for n, s in expected.items() if ckpt.shape(n) != s]
         if wrong:
             raise ConvertError(f"wrongly shaped tensors: {short_list(wrong, 4)}")
+        integer = non_float(ckpt, list(expected))
+        if integer:
+            raise ConvertError(f"tensors that are not floating point: {short_list(integer, 4)}")
         unexpected = [
             n for n in ckpt.names()
             if n not in expected and not self.ignored(n) and not (self.tower and n.startswith(self.tower))

@@ -8,6 +8,10 @@ Anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+from ..app.errors import Web2CodeError
 
-class ConvertError(Exception):
-    """A problem in the input or the environment that the user can fix."""
+
+class ConvertError(Web2CodeError):
+    """A problem in the input or the environment that the user can fix (exit status 2)."""
+
+    exit_code = 2

@@ -10,6 +10,7 @@ checkpoint once and never holds more than one tensor.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,10 +20,13 @@ import numpy as np
 import torch
 from gguf import GGMLQuantizationType, GGUFWriter
 
-#: Output element types written directly (everything else goes through llama.cpp's quantizer).
-DIRECT_TYPES = ("F32", "F16", "BF16")
+from .errors import ConvertError
+
 #: ``general.file_type`` values (llama.cpp's ``llama_ftype``) of the direct types.
 DIRECT_FTYPES = {"F32": 0, "F16": 1, "BF16": 32}
+#: The largest finite value of each element type.
+_LIMITS = {"F32": float(np.finfo(np.float32).max), "F16": float(np.finfo(np.float16).max),
+           "BF16": float(torch.finfo(torch.bfloat16).max)}
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,21 @@ def _as_numpy(t: torch.Tensor, etype: str) -> np.ndarray[Any, Any]:
     return t.to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
 
 
+def _check_range(t: PlannedTensor, value: torch.Tensor, etypes: set[str]) -> None:
+    """Refuse an output tensor that is not finite, or would overflow to inf in a 16-bit file."""
+    if value.numel() == 0:
+        return
+    lo, hi = (float(v) for v in torch.aminmax(value.detach()))
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise ConvertError(f"output tensor {t.name} has values that are not finite: the checkpoint's weights "
+                           "are damaged or far out of range")
+    limit = min(_LIMITS[e] for e in etypes)
+    if max(-lo, hi) > limit:
+        raise ConvertError(f"output tensor {t.name} holds {hi if hi >= -lo else lo:.4g}, beyond the range of "
+                           f"{'/'.join(sorted(e for e in etypes if _LIMITS[e] == limit))} ({limit:g}): the "
+                           "checkpoint's weights are damaged or far out of range")
+
+
 def write_ggufs(
     plan: GGUFPlan,
     targets: Sequence[tuple[Path, str]],
@@ -98,6 +117,7 @@ def write_ggufs(
             value = t.produce()
             if tuple(value.shape) != t.shape:
                 raise AssertionError(f"{t.name}: planned {t.shape}, produced {tuple(value.shape)}")
+            _check_range(t, value, {_element_type(t, ftype) for _, ftype in writers})
             for w, ftype in writers:
                 w.write_tensor_data(_as_numpy(value, _element_type(t, ftype)))
             del value

@@ -1,22 +1,11 @@
 """Names this project owns in GGUF metadata and in the output folder.
 
-The engine reads these, so they live in one place and nowhere else.
+Defined once, in :mod:`web2code.app.engine.keys` (torch-free, Qt-free, so the
+engine and the converter share it); re-exported here for the converter's modules.
 """
 
 from __future__ import annotations
 
-#: F32 array (n_vocab) added to every logit: the final LayerNorm bias of
-#: Crystal projected on the output embeddings, the one term a stock ``llama``
-#: graph cannot hold (CONVERSION.md §3.7).
-LOGIT_OFFSET = "web2code.logit_offset"
+from ..app.engine.keys import DEFAULT_REPO, LOGIT_OFFSET, MANIFEST_FORMAT_VERSION, MANIFEST_NAME, PAIR_ID
 
-#: Random id written into a text model and the mmproj converted with it; a
-#: pair with different ids must be refused.
-PAIR_ID = "web2code.pair_id"
-
-#: The file in OUTDIR that lists the pair and the checksums.
-MANIFEST_NAME = "manifest.json"
-MANIFEST_FORMAT_VERSION = 1
-
-#: Where the model is published.
-DEFAULT_REPO = "LLM360/CrystalChat-7B-Web2Code"
+__all__ = ["DEFAULT_REPO", "LOGIT_OFFSET", "MANIFEST_FORMAT_VERSION", "MANIFEST_NAME", "PAIR_ID"]

@@ -17,36 +17,16 @@ from typing import Any
 
 from gguf import GGUFWriter, TokenType
 
-from .checkpoint import read_json
+# tokenizer.chat_template is the engine's template, the one copy, tested to render the training prompt.
+from ..app.engine.prompt import CHAT_TEMPLATE, SYSTEM
+from .checkpoint import read_json, regular_file
 from .errors import ConvertError
 
 TOKENIZER_NAME = "tokenizer.json"
 
-#: LLaVA ``conv_vicuna_v1`` (the training template, ``--version v1``).
-SYSTEM_PROMPT = (
-    "A chat between a curious user and an artificial intelligence assistant. "
-    "The assistant gives helpful, detailed, and polite answers to the user's questions."
-)
-#: The same template as Jinja, for ``tokenizer.chat_template`` (llama-server and friends):
-#: ``SYSTEM USER: ... ASSISTANT: answer</s>USER: ... ASSISTANT:``.
-CHAT_TEMPLATE = (
-    "{%- if messages and messages[0]['role'] == 'system' -%}"
-    "{%- set system_message = messages[0]['content'] -%}"
-    "{%- set loop_messages = messages[1:] -%}"
-    "{%- else -%}"
-    "{%- set system_message = '" + SYSTEM_PROMPT.replace("'", "\\'") + "' -%}"
-    "{%- set loop_messages = messages -%}"
-    "{%- endif -%}"
-    "{{- system_message + ' ' -}}"
-    "{%- for message in loop_messages -%}"
-    "{%- if message['role'] == 'user' -%}"
-    "{{- 'USER: ' + message['content'] + ' ' -}}"
-    "{%- elif message['role'] == 'assistant' -%}"
-    "{{- 'ASSISTANT: ' + message['content'] + '</s>' -}}"
-    "{%- endif -%}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{- 'ASSISTANT:' -}}{%- endif -%}"
-)
+#: LLaVA ``conv_vicuna_v1`` (the training template, ``--version v1``): the engine's system text.
+SYSTEM_PROMPT = SYSTEM
+
 
 @dataclass(frozen=True)
 class Vocab:
@@ -80,7 +60,9 @@ def _check_supported(tok: dict[str, Any], path: Path) -> dict[str, Any]:
         raise ConvertError(f"{path}: unsupported tokenizer (supported: a byte-fallback BPE over "
                            "SentencePiece pieces, as in LLaMA/Crystal)")
     norm = tok.get("normalizer") or {}
-    steps = norm.get("normalizers", [norm]) if norm.get("type") == "Sequence" else [norm]
+    steps = norm.get("normalizers", [norm]) if isinstance(norm, dict) and norm.get("type") == "Sequence" else [norm]
+    if not isinstance(steps, list) or not all(isinstance(s, dict) for s in steps):
+        raise ConvertError(f"{path}: the normalizer is malformed (expected JSON objects)")
     kinds = [s.get("type") for s in steps]
     if "Prepend" not in kinds or "Replace" not in kinds or tok.get("pre_tokenizer") is not None:
         raise ConvertError(f"{path}: unsupported tokenizer normalization {kinds} (expected "
@@ -88,23 +70,55 @@ def _check_supported(tok: dict[str, Any], path: Path) -> dict[str, Any]:
     return model
 
 
-def _merge_pair(merge: Any) -> tuple[str, str]:
-    if isinstance(merge, str):
+def _merge_pair(merge: Any, rank: int, path: Path) -> tuple[str, str]:
+    """``"a b"`` or ``["a", "b"]`` (the two forms tokenizers writes); anything else is a damaged file."""
+    if isinstance(merge, str) and merge.count(" ") == 1:
         a, _, b = merge.partition(" ")
-        return a, b
-    a, b = merge
-    return str(a), str(b)
+    elif isinstance(merge, list) and len(merge) == 2 and all(isinstance(x, str) for x in merge):
+        a, b = merge
+    else:
+        raise ConvertError(f"{path}: merge {rank} is malformed ({str(merge)[:40]!r}; expected 'a b' or [\"a\", \"b\"])")
+    if not a or not b:
+        raise ConvertError(f"{path}: merge {rank} has an empty side ({str(merge)[:40]!r})")
+    return a, b
+
+
+def _checked_tokens(model: dict[str, Any], tok: dict[str, Any], path: Path, vocab_size: int,
+                    ) -> tuple[dict[str, int], dict[int, dict[str, Any]], list[Any]]:
+    """The vocabulary, added tokens and merges, each checked: ids are distinct integers below ``vocab_size``."""
+    vocab = model.get("vocab")
+    if not isinstance(vocab, dict) or not vocab:
+        raise ConvertError(f"{path}: the vocabulary (model.vocab) is missing or not a JSON object")
+    bad = [f"{piece!r}: {i!r}"[:40] for piece, i in vocab.items()
+           if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < vocab_size]
+    if bad:
+        raise ConvertError(f"{path}: vocabulary ids must be integers from 0 to {vocab_size - 1} (the model's "
+                           f"vocab_size); found {', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}")
+    if len(set(vocab.values())) != len(vocab):
+        raise ConvertError(f"{path}: the vocabulary gives {len(vocab) - len(set(vocab.values()))} ids to more "
+                           "than one piece")
+    entries = tok.get("added_tokens") or []
+    if not isinstance(entries, list):
+        raise ConvertError(f"{path}: added_tokens is not a list")
+    added: dict[int, dict[str, Any]] = {}
+    for t in entries:
+        i = t.get("id") if isinstance(t, dict) else None
+        if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < vocab_size \
+                or not isinstance(t.get("content"), str):
+            raise ConvertError(f"{path}: added token {str(t)[:60]!r} needs an integer id from 0 to "
+                               f"{vocab_size - 1} and a string content")
+        added[i] = t
+    merges = model.get("merges") or []
+    if not isinstance(merges, list):
+        raise ConvertError(f"{path}: the merges (model.merges) are not a list")
+    return vocab, added, merges
 
 
 def load_vocab(path: Path, vocab_size: int) -> Vocab:
     """Read ``tokenizer.json`` and pad the vocabulary to the model's ``vocab_size``."""
     tok = read_json(path, "tokenizer")
     model = _check_supported(tok, path)
-    vocab: dict[str, int] = model["vocab"]
-    added = {int(t["id"]): t for t in tok.get("added_tokens", [])}
-    n = max([*vocab.values(), *added.keys()]) + 1
-    if n > vocab_size:
-        raise ConvertError(f"{path} has {n} tokens but the model's vocab_size is {vocab_size}")
+    vocab, added, merges = _checked_tokens(model, tok, path, vocab_size)
 
     tokens: list[str | None] = [None] * vocab_size
     for piece, i in vocab.items():
@@ -114,10 +128,9 @@ def load_vocab(path: Path, vocab_size: int) -> Vocab:
 
     # Score = -(rank of the first merge whose result is the token); llama.cpp's SPM merges
     # the best-scoring pair first, which then is the BPE order.
-    merges = model.get("merges", [])
     first_rank: dict[str, int] = {}
     for rank, merge in enumerate(merges):
-        a, b = _merge_pair(merge)
+        a, b = _merge_pair(merge, rank, path)
         first_rank.setdefault(a + b, rank)
 
     unk = str(model.get("unk_token") or "<unk>")
@@ -157,6 +170,8 @@ def load_vocab(path: Path, vocab_size: int) -> Vocab:
 
 def find_tokenizer(folder: Path) -> Path:
     path = folder / TOKENIZER_NAME
+    if path.exists():
+        regular_file(path, "tokenizer")  # a FIFO or folder: say so (reading a FIFO would block)
     if not path.is_file():
         raise ConvertError(f"no {TOKENIZER_NAME} in {folder} (the checkpoint's tokenizer is needed)")
     return path

@@ -71,16 +71,34 @@ def add_existing_pair(models_dir: Path, model: Path, mmproj: Path) -> pairs.Mode
     while (folder / pairs.MANIFEST_NAME).exists():
         folder = models_dir / f"{name}-{n}"
         n += 1
+    # A manifest names files inside its folder only (pair.py refuses paths): link the files there.
+    folder.mkdir(parents=True, exist_ok=True)
+    links = {"model": folder / candidate.model.name, "mmproj": folder / candidate.mmproj.name}
+    if links["mmproj"] == links["model"]:
+        links["mmproj"] = folder / f"mmproj-{candidate.mmproj.name}"
+    try:
+        for role, link in links.items():
+            target: Path = getattr(candidate, role)
+            if link.resolve() == target:
+                continue  # the file is already in the folder
+            if link.is_symlink():
+                link.unlink()  # an old link of ours
+            elif link.exists():
+                raise ModelError(f"Cannot register the pair: {folder} already holds another {link.name}.")
+            link.symlink_to(target)
+    except OSError as e:
+        raise ModelError(f"Cannot register the pair in {folder}: {e.strerror or e}") from None
     manifest = {
         "format_version": 1,
         "name": name,
         "pair_id": info.pair_id,
-        "mmproj": {"file": str(candidate.mmproj)},
-        "models": [{"quant": guess_quant(model) or "unknown", "file": str(candidate.model)}],
+        "mmproj": {"file": links["mmproj"].name},
+        "models": [{"quant": guess_quant(model) or "unknown", "file": links["model"].name}],
         "source": "added from existing files",
     }
     atomic_write_bytes(folder / pairs.MANIFEST_NAME, (json.dumps(manifest, indent=2) + "\n").encode())
-    return candidate
+    return pairs.ModelPair(model=links["model"], mmproj=links["mmproj"], name=name, quant=guess_quant(model),
+                           pair_id=info.pair_id, manifest=folder / pairs.MANIFEST_NAME)
 
 
 def delete_pair(models_dir: Path, pair: pairs.ModelPair) -> list[Path]:
@@ -94,16 +112,17 @@ def delete_pair(models_dir: Path, pair: pairs.ModelPair) -> list[Path]:
     others = [m for m in data.get("models", []) if (manifest.parent / m["file"]).resolve() != pair.model.resolve()]
 
     def inside(p: Path) -> bool:
-        return p.resolve().is_relative_to(root)
+        # the entry itself: a file, or a link to a file kept elsewhere (unlinking removes only the link)
+        return p.parent.resolve().is_relative_to(root) and (p.exists() or p.is_symlink())
 
-    if inside(pair.model) and pair.model.exists():
+    if inside(pair.model):
         pair.model.unlink()
         removed.append(pair.model)
     if others:
         data["models"] = others
         atomic_write_bytes(manifest, (json.dumps(data, indent=2) + "\n").encode())
         return removed
-    if inside(pair.mmproj) and pair.mmproj.exists():
+    if inside(pair.mmproj):
         pair.mmproj.unlink()
         removed.append(pair.mmproj)
     manifest.unlink()
