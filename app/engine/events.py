@@ -226,6 +226,9 @@ def event_from_dict(data: object) -> Event:
                 raise ValueError("stats is not an object")
             if body:
                 raise ValueError(f"unknown fields {sorted(body)}")
+            devices = stats.get("devices", [])
+            if not isinstance(devices, list) or not all(isinstance(d, str) for d in devices):
+                raise ValueError("devices is not a list of names")  # Stats would make a tuple of anything
             return Finished(_build(Stats, stats))
         event: Event = _build(_TYPES[name], body)
         return event
