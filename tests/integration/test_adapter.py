@@ -239,3 +239,25 @@ def test_the_cli_prints_the_same_token_ids_with_and_without_speculation_and_as_v
     assert len(plain) > 20
     assert ids() == plain
     assert ids("--variants", "2", "-o", str(tmp_path / "v.html")) == plain
+
+
+def test_a_parent_waits_for_a_dependent_that_is_still_running() -> None:
+    """A model closed while its context decodes is freed after the context, never before it."""
+    freed: list[str] = []
+    model, ctx = llama.Handle(), llama.Handle()
+    model._adopt("model", freed.append)
+    ctx._adopt("ctx", freed.append, parent=model)
+    inside, release = threading.Event(), threading.Event()
+
+    def decode() -> None:
+        with ctx.use():
+            inside.set()
+            release.wait(5)
+
+    t = threading.Thread(target=decode)
+    t.start()
+    inside.wait(5)
+    assert model.close(wait_s=0.2) is False and freed == []
+    release.set()
+    t.join()
+    assert freed == ["ctx", "model"]

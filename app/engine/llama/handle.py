@@ -66,7 +66,7 @@ class Handle:
             try:
                 yield self._ptr
             finally:
-                if self._free_on_release:
+                if self._free_on_release and not self._live_dependents():
                     self._release()
 
     def close(self, wait_s: float = CLOSE_WAIT_S) -> bool:
@@ -94,8 +94,10 @@ class Handle:
         if ptr is not None and free is not None:
             free(ptr)
         parent = self._parent
-        if parent is not None and parent._free_on_release and not any(
-                d._ptr is not None for d in parent._dependents):
+        if parent is not None and parent._free_on_release and not parent._live_dependents():
             with parent._lock:
-                if parent._free_on_release:
+                if parent._free_on_release and parent._ptr is not None:
                     parent._release()
+
+    def _live_dependents(self) -> bool:
+        return any(d._ptr is not None for d in self._dependents)
