@@ -260,21 +260,21 @@ def resolve_pair(args: argparse.Namespace) -> Any:
     return pair
 
 
-def _remote_timeouts(args: argparse.Namespace) -> tuple[float, float]:
-    """``--timeout`` (a positive number of seconds): the read timeout, and the connect timeout (never longer)."""
+def _remote_timeout(args: argparse.Namespace) -> float:
+    """``--timeout`` (a positive number of seconds): the longest wait for the server's next event."""
     import math
 
-    from .engine.remote import DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT
+    from .engine.remote import DEFAULT_TIMEOUT
 
     if args.timeout is None:
-        return DEFAULT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT
+        return DEFAULT_TIMEOUT
     try:
         t = float(args.timeout)
     except ValueError:
         t = math.nan
     if not (math.isfinite(t) and t > 0):
         raise UsageError(f"--timeout must be a positive number of seconds, not {args.timeout!r}")
-    return t, min(t, DEFAULT_CONNECT_TIMEOUT)
+    return t
 
 
 def make_backend(args: argparse.Namespace) -> Any:
@@ -286,14 +286,14 @@ def make_backend(args: argparse.Namespace) -> Any:
         from .engine.remote import RemoteBackend, server_address
 
         server_address(args.backend)  # a malformed address is reported before anything else is done
-        read_timeout, connect_timeout = _remote_timeouts(args)
+        read_timeout = _remote_timeout(args)
         offset = None
         if args.model or args.mmproj or args.models_dir:
             from .engine.pair import inspect_pair
 
             offset = inspect_pair(resolve_pair(args)).logit_offset
         return RemoteBackend(args.backend, api_key=args.api_key or os.environ.get("WEB2CODE_API_KEY"),
-                             logit_offset=offset, read_timeout=read_timeout, connect_timeout=connect_timeout)
+                             logit_offset=offset, read_timeout=read_timeout)
     from .engine.backend import LocalBackend
     from .engine.session import EngineOptions
 

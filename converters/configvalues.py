@@ -36,13 +36,21 @@ def _finite(value: Any) -> bool:
         return False
 
 
-def config_int(cfg: dict[str, Any], key: str, lo: int, hi: int, *, default: Any = _MISSING,
-               where: str = "config.json") -> int:
-    """``cfg[key]`` as an integer in ``[lo, hi]``; ``default`` when absent (or null, if a default is given)."""
+def _lookup(cfg: dict[str, Any], key: str, default: Any, where: str) -> Any:
+    """``cfg[key]``, or ``_MISSING`` when the default applies (absent, or null with a default given)."""
     value = cfg.get(key, _MISSING)
     if value is _MISSING or (value is None and default is not _MISSING):
         if default is _MISSING:
             raise ConvertError(f"{where} lacks {key!r}")
+        return _MISSING
+    return value
+
+
+def config_int(cfg: dict[str, Any], key: str, lo: int, hi: int, *, default: Any = _MISSING,
+               where: str = "config.json") -> int:
+    """``cfg[key]`` as an integer in ``[lo, hi]``; ``default`` when absent (or null, if a default is given)."""
+    value = _lookup(cfg, key, default, where)
+    if value is _MISSING:
         return int(default)
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
         raise ConvertError(f"{where}: {key} must be an integer from {lo} to {hi} (it is {_shown(value)})")
@@ -52,10 +60,8 @@ def config_int(cfg: dict[str, Any], key: str, lo: int, hi: int, *, default: Any 
 def config_float(cfg: dict[str, Any], key: str, *, default: Any = _MISSING, positive: bool = True,
                  where: str = "config.json") -> float:
     """``cfg[key]`` as a finite number (``> 0`` unless ``positive`` is False)."""
-    value = cfg.get(key, _MISSING)
-    if value is _MISSING or (value is None and default is not _MISSING):
-        if default is _MISSING:
-            raise ConvertError(f"{where} lacks {key!r}")
+    value = _lookup(cfg, key, default, where)
+    if value is _MISSING:
         return float(default)
     if not _finite(value) or (positive and value <= 0):
         kind = "a finite number greater than 0" if positive else "a finite number"

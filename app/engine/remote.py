@@ -504,6 +504,12 @@ def _tokens(n: int) -> str:
     return "1 token" if n == 1 else f"{n} tokens"
 
 
+def _positive(name: str, v: object) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+        raise RequestError(f"{name} must be a positive number of seconds, got {v!r}.")
+    return float(v)
+
+
 class RemoteBackend(Backend):
     """Generate through ``{url}/v1/chat/completions`` with ``stream: true``."""
 
@@ -511,22 +517,20 @@ class RemoteBackend(Backend):
 
     def __init__(self, url: str, *, api_key: str | None = None, model: str = "web2code",
                  logit_offset: npt.NDArray[np.float32] | None = None, image_size: int = 336,
-                 connect_timeout: float = DEFAULT_CONNECT_TIMEOUT, read_timeout: float = DEFAULT_TIMEOUT,
+                 connect_timeout: float | None = None, read_timeout: float = DEFAULT_TIMEOUT,
                  min_tokens_per_s: float = DEFAULT_MIN_TOKENS_PER_S, max_event_bytes: int = MAX_EVENT_BYTES,
                  max_body_bytes: int = MAX_BODY_BYTES) -> None:
         self.address = server_address(url)
-        for name, v in (("connect_timeout", connect_timeout), ("read_timeout", read_timeout),
-                        ("min_tokens_per_s", min_tokens_per_s)):
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-                raise RequestError(f"{name} must be a positive number of seconds, got {v!r}.")
         self.url = url
         self._api_key = api_key or None
         self.model = model
         self.logit_offset = logit_offset
         self.image_size = image_size
-        self.connect_timeout = float(connect_timeout)
-        self.read_timeout = float(read_timeout)
-        self.min_tokens_per_s = float(min_tokens_per_s)
+        self.read_timeout = _positive("read_timeout", read_timeout)
+        self.min_tokens_per_s = _positive("min_tokens_per_s", min_tokens_per_s)
+        # By default connecting may take no longer than the wait between two events.
+        self.connect_timeout = _positive("connect_timeout", min(self.read_timeout, DEFAULT_CONNECT_TIMEOUT)
+                                         if connect_timeout is None else connect_timeout)
         self.max_event_bytes = max_event_bytes
         self.max_body_bytes = max_body_bytes
         self._call: _Call | None = None

@@ -79,7 +79,6 @@ class StreamJob(QObject):
         self.backend = backend
         self.request = request
         self.cancelled = False
-        self.deliveries = 0  # how many batches reached the GUI (tests and benchmarks read it)
         self._thread = thread
         self._done = threading.Event()
         self._started = False
@@ -135,7 +134,6 @@ class StreamJob(QObject):
             end = self._ended and not self._finished_sent
             self._finished_sent = self._finished_sent or end
         if batch:
-            self.deliveries += 1
             self.delivered.emit(batch)
         if end:
             self.finished.emit()
@@ -202,13 +200,12 @@ class BackendProvider:
             return self._backend
         url = self.settings.remote_url.strip()
         if url:
-            from ..engine.remote import DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, RemoteBackend
+            from ..engine.remote import DEFAULT_TIMEOUT, RemoteBackend
 
             key = self.settings.remote_api_key.strip() or os.environ.get("WEB2CODE_API_KEY") or None
             timeout = float(self.settings.remote_timeout_s) if self.settings.remote_timeout_s > 0 else DEFAULT_TIMEOUT
             self._backend = RemoteBackend(url, api_key=key, logit_offset=self._local_logit_offset(),
-                                          read_timeout=timeout,
-                                          connect_timeout=min(timeout, DEFAULT_CONNECT_TIMEOUT))
+                                          read_timeout=timeout)
             self.pair = None
             return self._backend
         chosen = pairs.choose(self.installed(), self.settings.default_quant)

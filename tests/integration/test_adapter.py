@@ -127,10 +127,8 @@ def test_close_from_another_thread_during_prefill_cancels_it(tiny_pair: TinyPair
         model.tokenize("x")
 
 
-def test_a_handle_closed_while_a_call_holds_it_is_freed_when_the_call_returns() -> None:
-    freed: list[object] = []
-    h = llama.Handle()
-    h._adopt("ptr", freed.append)
+def _hold(h: llama.Handle) -> tuple[threading.Thread, threading.Event]:
+    """A call on another thread that holds ``h`` until the returned event is set."""
     inside, release = threading.Event(), threading.Event()
 
     def call() -> None:
@@ -140,7 +138,15 @@ def test_a_handle_closed_while_a_call_holds_it_is_freed_when_the_call_returns() 
 
     t = threading.Thread(target=call)
     t.start()
-    inside.wait(5)
+    assert inside.wait(5)
+    return t, release
+
+
+def test_a_handle_closed_while_a_call_holds_it_is_freed_when_the_call_returns() -> None:
+    freed: list[object] = []
+    h = llama.Handle()
+    h._adopt("ptr", freed.append)
+    t, release = _hold(h)
     t0 = time.monotonic()
     assert h.close(wait_s=0.2) is False  # still in use: not freed under the call
     assert time.monotonic() - t0 < 1.0 and freed == []
@@ -247,16 +253,7 @@ def test_a_parent_waits_for_a_dependent_that_is_still_running() -> None:
     model, ctx = llama.Handle(), llama.Handle()
     model._adopt("model", freed.append)
     ctx._adopt("ctx", freed.append, parent=model)
-    inside, release = threading.Event(), threading.Event()
-
-    def decode() -> None:
-        with ctx.use():
-            inside.set()
-            release.wait(5)
-
-    t = threading.Thread(target=decode)
-    t.start()
-    inside.wait(5)
+    t, release = _hold(ctx)  # a decode in progress
     assert model.close(wait_s=0.2) is False and freed == []
     release.set()
     t.join()

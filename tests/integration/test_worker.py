@@ -25,6 +25,7 @@ import pytest
 from PIL import Image
 
 from tests.fixtures_models import TinyPair
+from tests.integration.test_backends import _alive
 from web2code.app.engine import worker as worker_mod
 from web2code.app.engine.backend import Request
 from web2code.app.engine.events import Event, Failed, Finished, GenerationParams, Progress, Token
@@ -72,16 +73,6 @@ def _sigstop(pid: int) -> None:
     while Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "T":
         assert time.monotonic() < deadline, "the worker did not stop"
         time.sleep(0.005)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with contextlib.suppress(OSError):
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
-    return True
 
 
 class Run:
@@ -133,19 +124,28 @@ def _next_request_works(w: WorkerBackend, old_pid: int) -> None:
     assert not _alive(old_pid)
 
 
-def test_cancel_ends_a_request_on_a_stopped_worker_within_seconds(worker: WorkerBackend) -> None:
+def _stopped_run(worker: WorkerBackend, at: Callable[[Event], bool]) -> tuple[Run, int]:
+    """A long request whose worker is SIGSTOPped at the first event ``at`` accepts; the run and that pid."""
     stopped = threading.Event()
 
-    def stop_after_tokens(ev: Event) -> None:
-        if isinstance(ev, Token) and ev.index == 2 and not stopped.is_set():
+    def stop_it(ev: Event) -> None:
+        if at(ev) and not stopped.is_set():
             assert worker.pid is not None
             _sigstop(worker.pid)
             stopped.set()
 
-    run = Run(worker, LONG, stop_after_tokens)
+    run = Run(worker, LONG, stop_it)
     run.wait_until(stopped.is_set)
-    pid = worker.pid
-    assert pid is not None
+    assert worker.pid is not None
+    return run, worker.pid
+
+
+def _third_token(ev: Event) -> bool:
+    return isinstance(ev, Token) and ev.index == 2
+
+
+def test_cancel_ends_a_request_on_a_stopped_worker_within_seconds(worker: WorkerBackend) -> None:
+    run, pid = _stopped_run(worker, _third_token)
     time.sleep(0.5)
     t0 = time.monotonic()
     worker.cancel()
@@ -161,18 +161,7 @@ def test_cancel_ends_a_request_on_a_stopped_worker_within_seconds(worker: Worker
 
 
 def test_cancel_ends_a_request_whose_worker_stopped_while_loading(worker: WorkerBackend) -> None:
-    stopped = threading.Event()
-
-    def stop_at_load(ev: Event) -> None:
-        if isinstance(ev, Progress) and ev.phase == "load" and not stopped.is_set():
-            assert worker.pid is not None
-            _sigstop(worker.pid)
-            stopped.set()
-
-    run = Run(worker, LONG, stop_at_load)
-    run.wait_until(stopped.is_set)
-    pid = worker.pid
-    assert pid is not None
+    run, pid = _stopped_run(worker, lambda ev: isinstance(ev, Progress) and ev.phase == "load")
     t0 = time.monotonic()
     worker.cancel()
     assert run.join(20), "cancel() did not end the request of a worker stopped while loading"
@@ -186,19 +175,8 @@ def test_cancel_ends_a_request_whose_worker_stopped_while_loading(worker: Worker
 
 def test_a_stopped_worker_is_ended_after_the_silence_limit_without_a_cancel(worker: WorkerBackend) -> None:
     worker.silence_limit_s = 2.0  # the default (10 s) works the same way, only slower
-    stopped = threading.Event()
-
-    def stop_after_tokens(ev: Event) -> None:
-        if isinstance(ev, Token) and ev.index == 2 and not stopped.is_set():
-            assert worker.pid is not None
-            _sigstop(worker.pid)
-            stopped.set()
-
-    run = Run(worker, LONG, stop_after_tokens)
-    run.wait_until(stopped.is_set)
+    run, pid = _stopped_run(worker, _third_token)
     t0 = time.monotonic()
-    pid = worker.pid
-    assert pid is not None
     assert run.join(20), "a silent worker held the request"
     assert run.ended_at - t0 < 6
     assert isinstance(run.events[-1], Failed) and "stopped responding" in run.events[-1].message
@@ -287,18 +265,7 @@ def test_killed_while_loading_is_a_clear_failure_and_the_next_request_works(work
 
 
 def test_close_ends_a_stopped_worker_and_its_request_quickly(worker: WorkerBackend) -> None:
-    stopped = threading.Event()
-
-    def stop_after_tokens(ev: Event) -> None:
-        if isinstance(ev, Token) and ev.index == 2 and not stopped.is_set():
-            assert worker.pid is not None
-            _sigstop(worker.pid)
-            stopped.set()
-
-    run = Run(worker, LONG, stop_after_tokens)
-    run.wait_until(stopped.is_set)
-    pid = worker.pid
-    assert pid is not None
+    run, pid = _stopped_run(worker, _third_token)
     t0 = time.monotonic()
     worker.close()
     closed = time.monotonic() - t0

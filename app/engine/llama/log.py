@@ -9,12 +9,10 @@ last lines become the detail of an error message when a load fails, and
 from __future__ import annotations
 
 import collections
-import contextlib
 import ctypes
 import os
 import sys
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 _lock = threading.Lock()
@@ -67,10 +65,3 @@ def log_since(mark: int) -> list[str]:
     """Lines logged after ``mark`` (as many as the ring buffer still holds)."""
     n = min(_count - mark, len(_recent))
     return list(_recent)[len(_recent) - n:] if n > 0 else []
-
-
-@contextlib.contextmanager
-def quiet_llama_logs() -> Iterator[None]:
-    """Make sure llama.cpp is initialised with its logs captured, then run the block."""
-    init()
-    yield
