@@ -1,11 +1,23 @@
-"""The input pane: the picture to convert, with fit/zoom, its size, and cropping."""
+"""The input pane: the picture to convert, with fit/zoom, its size, cropping, and photo preparation.
+
+Preparation (app/prepare.py) runs by itself on a helper thread when an image is given with
+:meth:`InputPane.set_source`; the pane then shows what the model will see, a before/after view, and
+a corner editor for when the sheet was found in the wrong place. :attr:`InputPane.model_image_ready`
+carries the picture to generate from (prepared, or the image as it is when the toggle is off or
+nothing needed doing); :attr:`InputPane.corners_chosen` the corners the user set (None: detected).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
 import qtawesome as qta
+from PIL import Image
 from PySide6.QtCore import QPoint, QRect, QRectF, QSize, Qt, Signal
 from PySide6.QtGui import QAction, QImage, QMouseEvent, QPainter, QPixmap, QResizeEvent, QWheelEvent
 from PySide6.QtWidgets import (
+    QCheckBox,
     QFrame,
     QGraphicsPixmapItem,
     QGraphicsScene,
@@ -14,6 +26,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QPushButton,
     QRubberBand,
+    QSplitter,
     QStackedWidget,
     QToolBar,
     QVBoxLayout,
@@ -116,6 +129,9 @@ class InputPane(QWidget):
 
     crop_requested = Signal(QRect)
     reset_crop_requested = Signal()
+    model_image_ready = Signal(object)  # PIL image: what generation should use for the current source
+    corners_chosen = Signal(object)  # the user's corners [(x, y)] * 4 in source pixels, or None
+    _prepared = Signal(int, object)  # from the helper thread: (request number, Prepared)
 
     def __init__(self, actions: dict[str, QAction], parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -177,11 +193,41 @@ class InputPane(QWidget):
         self.act_uncrop.setToolTip("Go back to the whole image")
         self.act_uncrop.setEnabled(False)
         self.view.crop_selected.connect(self._cropped)
+        self.toolbar.addSeparator()
+        self.prepare_toggle = QCheckBox("Prepare photo", holder)
+        self.prepare_toggle.setChecked(True)
+        self.prepare_toggle.setToolTip("Straighten a photo of a sheet, even out its lighting and crop it to the "
+                                       "drawing before the model sees it (screenshots are never changed)")
+        self.toolbar.addWidget(self.prepare_toggle)
+        self.act_compare = self.toolbar.addAction(qta.icon("mdi6.compare-horizontal"), "Before / after")
+        self.act_compare.setCheckable(True)
+        self.act_compare.setToolTip("Show the original next to what the model will see")
+        self.act_corners = self.toolbar.addAction(qta.icon("mdi6.vector-square-edit"), "Corners")
+        self.act_corners.setCheckable(True)
+        self.act_corners.setToolTip("Drag the sheet's four corners into place when they were found wrongly")
+        self.act_auto = self.toolbar.addAction(qta.icon("mdi6.auto-fix"), "Detect again")
+        self.act_auto.setToolTip("Forget the corners set by hand and find the sheet again")
+        self.act_auto.setEnabled(False)
+        self.before_view = ImageView(holder)
+        self.before_view.setToolTip("Before: the image as it was given")
+        from .corners import CornerEditor
+
+        self.corner_editor = CornerEditor(holder)
+        self.compare = QSplitter(Qt.Orientation.Horizontal, holder)
+        self.compare.addWidget(self.before_view)
+        self.compare.addWidget(self.corner_editor)
+        self.compare.addWidget(self.view)
+        self.before_view.hide()
+        self.corner_editor.hide()
+        self.prepare_label = QLabel(holder)
+        self.prepare_label.setContentsMargins(6, 2, 6, 2)
+        self.prepare_label.setWordWrap(True)
         self.size_label = QLabel(holder)
         self.size_label.setToolTip("Size of the image the model will see (before its own resize to 336×336)")
         self.size_label.setContentsMargins(6, 2, 6, 2)
         hl.addWidget(self.toolbar)
-        hl.addWidget(self.view, 1)
+        hl.addWidget(self.compare, 1)
+        hl.addWidget(self.prepare_label)
         hl.addWidget(self.size_label)
         self.stack.addWidget(holder)
         lay = QVBoxLayout(self)
@@ -190,6 +236,19 @@ class InputPane(QWidget):
         self.view.zoom_changed.connect(lambda _z: self._update_label())
         self._image: QImage | None = None
         self._cropped_from: QImage | None = None
+        # preparation
+        self.source: Image.Image | None = None
+        self.user_corners: list[tuple[float, float]] | None = None
+        self.prepared: object = None  # the last Prepared record for the source
+        self._request = 0
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="web2code-prepare")
+        self._prepared.connect(self._on_prepared)
+        self.prepare_toggle.toggled.connect(lambda _on: self._run_prepare())
+        self.act_compare.toggled.connect(self._show_compare)
+        self.act_corners.toggled.connect(self._show_corners)
+        self.corner_editor.corners_edited.connect(self._corners_edited)
+        self.act_auto.triggered.connect(lambda: self._set_user_corners(None))
+        self.destroyed.connect(lambda: self._pool.shutdown(wait=False, cancel_futures=True))
 
     def _cropped(self, rect: QRect) -> None:
         self.act_crop.setChecked(False)
@@ -212,3 +271,97 @@ class InputPane(QWidget):
             return
         self.size_label.setText(f"{self._image.width()} × {self._image.height()} px · "
                                 f"zoom {self.view.zoom() * 100:.0f} %")
+
+    # ------------------------------------------------------------ preparation
+    def set_source(self, img: Image.Image, corners: Sequence[tuple[float, float]] | None = None) -> None:
+        """A new input image (upright RGB, as loaded): show it, and prepare it unless the toggle is off.
+        ``corners``: the sheet's corners kept for this image (history), instead of detecting them."""
+        self.source = img
+        self.user_corners = [tuple(p) for p in corners] if corners else None  # type: ignore[misc]
+        self.act_auto.setEnabled(self.user_corners is not None)
+        from .imaging import pil_to_qimage
+
+        self.before_view.set_image(pil_to_qimage(img))
+        self._run_prepare()
+
+    def _run_prepare(self) -> None:
+        if self.source is None:
+            return
+        self._request += 1
+        number, source, corners = self._request, self.source, self.user_corners
+        if not self.prepare_toggle.isChecked():
+            self.prepared = None
+            self._show_result(source, "Photo preparation is off: the model sees the image as it is.")
+            self.model_image_ready.emit(source)
+            return
+        self.prepare_label.setText("Preparing the photo…")
+
+        def work() -> None:
+            from ..errors import Web2CodeError
+            from ..prepare import prepare
+
+            try:
+                result: object = prepare(source, corners=corners)
+            except Web2CodeError as exc:  # corners that are no quadrilateral: fall back to detection
+                result = exc
+            self._prepared.emit(number, result)
+
+        self._pool.submit(work)
+
+    def _on_prepared(self, number: int, result: object) -> None:
+        if number != self._request or self.source is None:
+            return  # an older image's, or the toggle changed meanwhile
+        from ..prepare import Prepared
+
+        if not isinstance(result, Prepared):
+            self.user_corners = None
+            self.act_auto.setEnabled(False)
+            self._run_prepare()
+            return
+        self.prepared = result
+        self._show_result(result.image, result.note[:1].upper() + result.note[1:])
+        self.act_corners.setEnabled(True)
+        if self.corner_editor.isVisible():
+            self._show_corners(True)
+        self.model_image_ready.emit(result.image)
+
+    def _show_result(self, img: Image.Image, note: str) -> None:
+        from .imaging import pil_to_qimage
+
+        self.prepare_label.setText(note)
+        q = pil_to_qimage(img)
+        self._image = q
+        self.stack.setCurrentIndex(1)
+        self.view.fit = True
+        self.view.set_image(q)
+        self._update_label()
+
+    def _show_compare(self, on: bool) -> None:
+        self.before_view.setVisible(on)
+        if on:
+            self.compare.setSizes([1, 0, 1] if not self.corner_editor.isVisible() else [1, 1, 1])
+            self.before_view.fit_to_view()
+
+    def _show_corners(self, on: bool) -> None:
+        from ..prepare import Prepared
+        from .imaging import pil_to_qimage
+
+        if on and self.source is not None:
+            found = self.prepared.corners if isinstance(self.prepared, Prepared) else None
+            w, h = self.source.size
+            corners = self.user_corners or found or [(w * 0.1, h * 0.1), (w * 0.9, h * 0.1), (w * 0.9, h * 0.9),
+                                                     (w * 0.1, h * 0.9)]
+            self.corner_editor.set_image(pil_to_qimage(self.source), list(corners))
+        self.corner_editor.setVisible(on and self.source is not None)
+
+    def _corners_edited(self) -> None:
+        self._set_user_corners(self.corner_editor.corners())
+
+    def _set_user_corners(self, corners: list[tuple[float, float]] | None) -> None:
+        self.user_corners = corners
+        self.act_auto.setEnabled(corners is not None)
+        if corners is not None and not self.prepare_toggle.isChecked():
+            self.prepare_toggle.setChecked(True)  # runs the preparation
+        else:
+            self._run_prepare()
+        self.corners_chosen.emit(corners)
