@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from . import __version__
+from . import __version__, cli_address, cli_export, cli_prepare, cli_score
 from .errors import Cancelled, Web2CodeError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
@@ -178,20 +178,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("generate", help="write HTML for one or more images",
                        description="Write HTML for images. Several images or a folder run as a batch.")
-    g.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files or folders")
+    g.add_argument("images", nargs="+", type=cli_address.image_source, metavar="IMAGE",
+                   help="image files, folders, or web addresses (http://, https://: the page is captured)")
     g.add_argument("-o", "--output", type=Path, metavar="OUT.html", help="write the HTML here (one image)")
     g.add_argument("--out-dir", type=Path, metavar="DIR", help="batch output folder (one .html per image)")
     g.add_argument("--jobs", type=int, default=1, metavar="N", help="concurrent requests (remote backend)")
     g.add_argument("--variants", type=int, default=1, metavar="N",
                    help="generate N variants together, sharing the encoded image")
+    g.add_argument("--pick", choices=("first", "best"), default="first",
+                   help="with --variants: keep the first variant, or the one with the best fidelity score "
+                        "(every variant's score is reported)")
+    g.add_argument("--no-score", action="store_true",
+                   help="batch: leave the report's fidelity column empty (scoring renders every page)")
+    cli_score.add_mode_arg(g)
     _add_model_args(g)
+    cli_address.add_capture_args(g)
     _add_sampling_args(g, instruction=True)
+    cli_prepare.add_flag(g)
 
     a = sub.add_parser("ask", help="answer a question about a webpage image")
-    a.add_argument("image", type=Path, metavar="IMAGE")
+    a.add_argument("image", type=cli_address.image_source, metavar="IMAGE", help="an image file or a web address")
     a.add_argument("question", metavar="QUESTION")
     _add_model_args(a)
+    cli_address.add_capture_args(a)
     _add_sampling_args(a, instruction=False)
+    cli_prepare.add_flag(a)
 
     m = sub.add_parser("models", help="list or verify installed model pairs")
     msub = m.add_subparsers(dest="models_command", metavar="ACTION", required=True)
@@ -206,10 +217,13 @@ def build_parser() -> argparse.ArgumentParser:
                     help="give files from an older converter the current chat template, in place "
                          "(every model of the manifest; no new conversion)")
 
+    cli_prepare.add_parser(sub)
+    cli_score.add_parser(sub)
+    cli_export.add_parsers(sub)
     return p
 
 
-COMMANDS = ("generate", "ask", "models")
+COMMANDS = ("generate", "ask", "models", "score", "prepare", *cli_export.COMMANDS)
 
 
 # ---------------------------------------------------------------- backends
@@ -399,11 +413,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise UsageError("use -o for one image or --out-dir for a batch, not both")
     params = _params(args, args.instruction)
     interrupts = _interrupts(args)
+    image, prepared = cli_prepare.prepared_input(images[0], args)
+    if prepared is not None and prepared.changed and not args.json:
+        print(f"prepared: {prepared.note}", file=sys.stderr)
     with make_backend(args) as backend:
         session = getattr(backend, "session", None)
         with interrupts.cancelling(backend.cancel):
             interrupts.check()
-            events = backend.generate(images[0], params)
+            events = backend.generate(image, params)
             out = consume(events, sys.stdout if args.stream and not args.json else None,
                           on_progress=None if args.json else _progress_line)
         interrupts.check()  # an interrupted page is not written anywhere
@@ -411,6 +428,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
             print(f"error: {out.error}", file=sys.stderr)
             return out.exit_code
         html = extract_html(out.text)
+        picked = _pick_variant(args, images[0], out)
+        if picked is not None:
+            html = picked["html"]
         if args.output:
             _write_text(args.output, html)
         elif args.out_dir:
@@ -426,15 +446,47 @@ def cmd_generate(args: argparse.Namespace) -> int:
                 "seed": getattr(out.stats, "seed", None),
                 "draft_tokens": getattr(out.stats, "draft_tokens", 0),
                 "accepted_draft_tokens": getattr(out.stats, "accepted_draft_tokens", 0),
+                "prepared": prepared.to_dict() if prepared is not None else None,
             }
             if len(out.variants) > 1:
                 obj["variants"] = [extract_html(t) for _, t in sorted(out.variants.items())]
+            if picked is not None:
+                obj["picked_variant"] = picked["variant"]
+                obj["score"] = picked["score"]
+                obj["variant_scores"] = picked["scores"]
             print(json.dumps(obj, ensure_ascii=False))
         elif not args.stream and not args.output and not args.out_dir:
             print(html)
         if out.stats and out.stats.max_tokens_clamped:
             print("note: --max-tokens was lowered to what fits in the 2048-token context", file=sys.stderr)
     return 0
+
+
+def _pick_variant(args: argparse.Namespace, image: Path, out: Any) -> dict[str, Any] | None:
+    """``--pick best``: score every variant against the image, keep the best (ties: the lowest number)."""
+    from .engine.html import extract_html
+    from .engine.image import load_image
+
+    if args.pick != "best":
+        return None
+    img = load_image(image)
+    scores: list[dict[str, Any]] = []
+    for variant, text in sorted(out.variants.items()):
+        html = extract_html(text)
+        try:
+            fid = cli_score.score_html(img, html, args.score_mode).fidelity
+            scores.append({"variant": variant, "score": round(fid.score, 6), **{k: round(v, 6) for k, v in
+                                                                               fid.sub.items()}, "html": html})
+        except Web2CodeError as exc:  # a page that cannot be rendered scores 0, the others still count
+            scores.append({"variant": variant, "score": 0.0, "error": str(exc), "html": html})
+    best = max(scores, key=lambda r: (r["score"], -r["variant"]))
+    if not args.json:
+        for r in sorted(scores, key=lambda r: (-r["score"], r["variant"])):
+            mark = "*" if r is best else " "
+            print(f"{mark} variant {r['variant']}: score {r['score']:.3f}"
+                  + (f" ({r['error']})" if "error" in r else ""), file=sys.stderr)
+    return {"variant": best["variant"], "score": best["score"], "html": best["html"],
+            "scores": [{k: v for k, v in r.items() if k != "html"} for r in scores]}
 
 
 def _prompt_ids(backend: Any, image: Path, instruction: str) -> list[int] | None:
@@ -461,6 +513,8 @@ def _batch(args: argparse.Namespace, images: list[Path]) -> int:
     params = _params(args, args.instruction)
     interrupts = _interrupts(args)
     rows: list[dict[str, Any]] = []
+    # scored after the batch, on this thread (rendering is Qt's, and Qt lives here): row, image, variant texts
+    scores_wanted: list[tuple[dict[str, Any], Path, dict[int, str]]] = []
     lock = threading.Lock()
     done = 0
     t_start = time.perf_counter()
@@ -474,13 +528,15 @@ def _batch(args: argparse.Namespace, images: list[Path]) -> int:
             t0 = time.perf_counter()
             row: dict[str, Any] = {"image": str(path), "output": "", "status": "ok", "error": ""}
             try:
+                image, prepared = cli_prepare.prepared_input(path, args)
+                row["prepared"] = prepared.summary if prepared is not None else "off"
                 b = backend if jobs == 1 else backend.clone()
                 with lock:
                     if stop.is_set():
                         raise Cancelled()
                     live.add(b)
                 try:
-                    out = consume(b.generate(path, params))
+                    out = consume(b.generate(image, params))
                 finally:
                     with lock:
                         live.discard(b)
@@ -490,8 +546,15 @@ def _batch(args: argparse.Namespace, images: list[Path]) -> int:
                     row.update(status="cancelled", error="interrupted")  # never a half page
                 else:
                     target = out_dir / name  # distinct for every input (batchnames.py)
-                    _write_text(target, extract_html(out.text))
+                    page = extract_html(out.text)
+                    _write_text(target, page)
                     row["output"] = str(target)
+                    if args.pick == "best" and len(out.variants) > 1:
+                        with lock:
+                            scores_wanted.append((row, path, dict(out.variants)))
+                    elif not args.no_score:
+                        with lock:
+                            scores_wanted.append((row, path, {0: out.text}))
                     row["n_generated"] = out.stats.n_generated if out.stats else 0
                     row.update(_timings(out.stats))
             except Cancelled:
@@ -528,6 +591,8 @@ def _batch(args: argparse.Namespace, images: list[Path]) -> int:
                             b.cancel()
                     time.sleep(0.05)
                 raise
+    if not interrupts.signum:
+        _score_rows(args, scores_wanted)
     report = {"images": len(rows), "ok": sum(r["status"] == "ok" for r in rows),
               "failed": sum(r["status"] == "failed" for r in rows),
               "cancelled": sum(r["status"] == "cancelled" for r in rows),
@@ -536,8 +601,8 @@ def _batch(args: argparse.Namespace, images: list[Path]) -> int:
               "wall_s": round(time.perf_counter() - t_start, 3), "results": rows}
     _write_text(out_dir / "report.json", json.dumps(report, indent=2))
     buf = io.StringIO()
-    cols = ["image", "status", "output", "error", "n_generated", "load_s", "image_encode_s", "prefill_s",
-            "decode_s", "tokens_per_s", "wall_s"]
+    cols = ["image", "status", "output", "error", "prepared", "score", "n_generated", "load_s", "image_encode_s",
+            "prefill_s", "decode_s", "tokens_per_s", "wall_s"]
     w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
     w.writeheader()
     w.writerows(rows)
@@ -553,15 +618,49 @@ def _batch(args: argparse.Namespace, images: list[Path]) -> int:
     return 0 if report["failed"] == 0 else 1
 
 
+def _score_rows(args: argparse.Namespace, wanted: list[tuple[dict[str, Any], Path, dict[int, str]]]) -> None:
+    """The batch report's fidelity column; with ``--pick best`` the best variant replaces the first."""
+    from .engine.html import extract_html
+
+    for i, (row, path, variants) in enumerate(wanted, 1):
+        if sys.stderr.isatty():
+            sys.stderr.write(f"\rscoring {i}/{len(wanted)}\x1b[K")
+        if len(variants) > 1:
+            picked = _pick_variant(args, path, _Variants(variants))
+            if picked is None:
+                continue
+            row.update(score=picked["score"], variant=picked["variant"], variant_scores=picked["scores"])
+            if picked["variant"] != min(variants):
+                _write_text(Path(row["output"]), picked["html"])
+            continue
+        try:
+            from .engine.image import load_image
+
+            page = extract_html(next(iter(variants.values())))
+            row["score"] = round(cli_score.score_html(load_image(path), page, args.score_mode).fidelity.score, 6)
+        except Web2CodeError as exc:
+            row["score_error"] = str(exc)
+    if wanted and sys.stderr.isatty():
+        sys.stderr.write("\r\x1b[K")
+
+
+@dataclass
+class _Variants:
+    variants: dict[int, str]
+
+
 def cmd_ask(args: argparse.Namespace) -> int:
     params = _params(args, None)
     if not args.image.exists():
         raise UsageError(f"no such file: {args.image}")
+    image, prepared = cli_prepare.prepared_input(args.image, args)
+    if prepared is not None and prepared.changed and not args.json:
+        print(f"prepared: {prepared.note}", file=sys.stderr)
     interrupts = _interrupts(args)
     with make_backend(args) as backend:
         with interrupts.cancelling(backend.cancel):
             interrupts.check()
-            out = consume(backend.ask(args.image, args.question, params),
+            out = consume(backend.ask(image, args.question, params),
                           sys.stdout if args.stream and not args.json else None,
                           on_progress=None if args.json else _progress_line)
         interrupts.check()
@@ -667,12 +766,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command in ("generate", "ask"):
             interrupts.install()
+        if args.command in ("generate", "ask", "prepare", "score"):
+            cli_address.resolve(args)  # web addresses become captured images
         if args.command == "generate":
             return cmd_generate(args)
         if args.command == "ask":
             return cmd_ask(args)
         if args.command == "models":
             return cmd_models(args)
+        if args.command == "prepare":
+            return cli_prepare.run(args)
+        if args.command == "score":
+            return cli_score.cmd_score(args)
+        if args.command in cli_export.COMMANDS:
+            return cli_export.run(args)
         from .ui.app import run_gui
 
         return run_gui(image=args.image)

@@ -47,6 +47,14 @@ def models_dir(override: str | os.PathLike[str] | None = None) -> Path:
     return data_dir() / "models"
 
 
+def cache_dir() -> Path:
+    """Recomputable data (OCR results per image): safe to delete at any time."""
+    home = os.environ.get("WEB2CODE_HOME")
+    if home:
+        return Path(home) / "cache"
+    return Path(platformdirs.user_cache_dir(APP_NAME, appauthor=False))
+
+
 def history_path() -> Path:
     return data_dir() / "history.sqlite3"
 

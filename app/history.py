@@ -12,7 +12,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,8 +41,18 @@ CREATE TABLE IF NOT EXISTS generations (
     error         TEXT    NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS generations_created ON generations(created);
+CREATE TABLE IF NOT EXISTS image_corners (
+    image         TEXT    PRIMARY KEY,  -- the input image's fingerprint (pixels, not file name)
+    corners       TEXT    NOT NULL,     -- [[x, y]] * 4: the sheet's corners the user dragged
+    updated       REAL    NOT NULL
+);
 """
-SCHEMA_VERSION = 1
+#: Columns added after version 1, in order: (schema version, column, its SQL definition). An older
+#: database gets the missing ones when it is opened; a newer one keeps working for what it has.
+_MIGRATIONS: tuple[tuple[int, str, str], ...] = (
+    (2, "fidelity", "TEXT NOT NULL DEFAULT '{}'"),  # the fidelity score and sub-scores (app/fidelity)
+)
+SCHEMA_VERSION = max([1, *(m[0] for m in _MIGRATIONS)])
 
 
 @dataclass
@@ -60,6 +70,7 @@ class HistoryEntry:
     status: str = "finished"
     error: str = ""
     thumbnail: bytes = b""  # PNG bytes of a small picture of the input
+    fidelity: dict[str, Any] = field(default_factory=dict)  # {"score": ..., sub-scores, "mode": ...} or {}
     created: float = 0.0
     id: int = 0
 
@@ -98,7 +109,13 @@ class History:
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(_SCHEMA)
-            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            have = {r[1] for r in db.execute("PRAGMA table_info(generations)")}
+            for _version, column, definition in _MIGRATIONS:
+                if column not in have:
+                    db.execute(f"ALTER TABLE generations ADD COLUMN {column} {definition}")
+            version = int(db.execute("PRAGMA user_version").fetchone()[0])
+            if version < SCHEMA_VERSION:
+                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -120,10 +137,10 @@ class History:
         with self._connect() as db:
             cur = db.execute(
                 "INSERT INTO generations (created, thumbnail, instruction, params, model_name, model_quant,"
-                " pair_id, html, raw, timings, status, error) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                " pair_id, html, raw, timings, status, error, fidelity) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (entry.created, entry.thumbnail, entry.instruction, _json(entry.params), entry.model_name,
                  entry.model_quant, entry.pair_id, entry.html, entry.raw, _json(entry.timings), entry.status,
-                 entry.error))
+                 entry.error, _json(entry.fidelity)))
             entry.id = int(cur.lastrowid or 0)
         return entry.id
 
@@ -132,17 +149,45 @@ class History:
         with self._connect() as db:
             db.execute("UPDATE generations SET html=? WHERE id=?", (html, entry_id))
 
+    def corners_for(self, image_key: str) -> list[tuple[float, float]] | None:
+        """The sheet corners the user chose for this image (input preparation), or None."""
+        with self._connect() as db:
+            row = db.execute("SELECT corners FROM image_corners WHERE image=?", (image_key,)).fetchone()
+        if row is None:
+            return None
+        try:
+            pts = json.loads(row[0])
+            corners = [(float(x), float(y)) for x, y in pts]
+        except (ValueError, TypeError):
+            return None
+        return corners if len(corners) == 4 else None
+
+    def set_corners(self, image_key: str, corners: Sequence[tuple[float, float]] | None) -> None:
+        """Keep (or, with None, forget) the user's corners for this image."""
+        with self._connect() as db:
+            if corners is None:
+                db.execute("DELETE FROM image_corners WHERE image=?", (image_key,))
+            else:
+                db.execute("INSERT OR REPLACE INTO image_corners (image, corners, updated) VALUES (?,?,?)",
+                           (image_key, json.dumps([[float(x), float(y)] for x, y in corners]), time.time()))
+
+    def set_fidelity(self, entry_id: int, fidelity: Mapping[str, Any]) -> None:
+        """Store the result's fidelity score (computed after the result was stored)."""
+        with self._connect() as db:
+            db.execute("UPDATE generations SET fidelity=? WHERE id=?", (_json(fidelity), entry_id))
+
     @staticmethod
     def _row(row: tuple[Any, ...]) -> HistoryEntry:
         (id_, created, thumb, instruction, params, name, quant, pair_id, html, raw, timings, status,
-         error) = row
+         error, fidelity) = row
         return HistoryEntry(id=int(id_), created=float(created), thumbnail=bytes(thumb or b""),
                             instruction=instruction, params=_load_json(params), model_name=name,
                             model_quant=quant, pair_id=pair_id, html=html, raw=raw,
-                            timings=_load_json(timings), status=status, error=error)
+                            timings=_load_json(timings), status=status, error=error,
+                            fidelity=_load_json(fidelity))
 
     _COLUMNS = ("id, created, thumbnail, instruction, params, model_name, model_quant, pair_id, html, raw,"
-                " timings, status, error")
+                " timings, status, error, fidelity")
 
     def get(self, entry_id: int) -> HistoryEntry | None:
         with self._connect() as db:

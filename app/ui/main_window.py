@@ -41,6 +41,7 @@ from PySide6.QtWidgets import (
     QSlider,
     QSpinBox,
     QSplitter,
+    QStackedWidget,
     QToolBar,
     QToolButton,
     QVBoxLayout,
@@ -52,14 +53,17 @@ from .. import __version__, config
 from ..engine.backend import Request
 from ..engine.events import DEFAULT_MAX_TOKENS, Failed, Finished, GenerationParams, Progress, Started, Token
 from ..engine.html import LivePreview, extract_html
-from ..engine.image import load_image
+from ..engine.image import image_fingerprint, load_image
 from ..engine.sampling import SEED_MAX
 from ..errors import Web2CodeError
 from ..history import History, HistoryEntry
+from .address import DEFAULT_WIDTH as DEFAULT_CAPTURE_WIDTH
+from .address import AddressCapture, AddressDialog, AddressError, Captured
 from .ask_panel import AskPanel
 from .batch import BatchDialog, collect_images, default_output_dir
 from .capture import CaptureOverlay, grab_screen
 from .code_view import CodePane
+from .fidelity_panel import FidelityPanel
 from .generation import BackendProvider, NoModel, StreamJob
 from .history_panel import HistoryPanel
 from .imaging import pil_to_qimage, qimage_to_pil, qimage_to_png, thumbnail_png
@@ -107,6 +111,11 @@ class MainWindow(QMainWindow):
         self.job_kind = ""
         self.job_params: GenerationParams | None = None
         self._raw = ""
+        self._variant_text: dict[int, list[str]] = {}
+        self.address_capture: AddressCapture | None = None
+        self.prepared_image: Image.Image | None = None  # input preparation's result for source_image
+        self._source_key = ""
+        self._last_address, self._address_width = "", DEFAULT_CAPTURE_WIDTH
         self._n_tokens = 0
         self._t_start = 0.0
         self._t_first = 0.0
@@ -163,6 +172,8 @@ class MainWindow(QMainWindow):
         a("capture", "mdi6.monitor-screenshot", "&Capture region…",
           "Hide this window and drag a rectangle on the screen", self.start_capture, keys=["Ctrl+Shift+X"])
         a("sketch", "mdi6.draw", "S&ketch…", "Draw the page on a canvas", self.open_sketch, keys=["Ctrl+K"])
+        a("address", "mdi6.web", "From &address…", "Capture a web page from its address (full page)",
+          self.open_address, keys=["Ctrl+L"])
         a("generate", "mdi6.play", "&Generate", "Generate HTML for the image", self.generate,
           keys=["Ctrl+Return", "Ctrl+Enter"])
         a("stop", "mdi6.stop", "&Stop", "Stop generating", self.stop, keys=["Esc"])
@@ -189,7 +200,7 @@ class MainWindow(QMainWindow):
         tb.setIconSize(QSize(20, 20))
         tb.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
         tb.setMovable(False)
-        for n in ("open", "paste", "capture", "sketch"):
+        for n in ("open", "paste", "capture", "sketch", "address"):
             tb.addAction(acts[n])
         tb.addSeparator()
         for n in ("generate", "stop", "regenerate"):
@@ -209,6 +220,8 @@ class MainWindow(QMainWindow):
         self.input_pane = InputPane(acts, self)
         self.input_pane.crop_requested.connect(self.crop_input)
         self.input_pane.reset_crop_requested.connect(self.reset_crop)
+        self.input_pane.model_image_ready.connect(self._model_image_ready)
+        self.input_pane.corners_chosen.connect(self._corners_chosen)
         self.presets = load_presets()
         self.preset_box = QComboBox(self)
         for p in self.presets:
@@ -256,6 +269,12 @@ class MainWindow(QMainWindow):
         form.addRow("Top-p:", self.top_p)
         form.addRow("Max tokens:", self.max_tokens)
         form.addRow("Seed:", seed_row)
+        self.variants = QSpinBox(adv)
+        self.variants.setRange(1, 4)
+        self.variants.setValue(1)
+        self.variants.setToolTip("Generate several variants together (they share the encoded image); they are "
+                                 "scored against the image and the best one is shown, the others listed")
+        form.addRow("Variants:", self.variants)
         self.advanced = Disclosure("Advanced", adv, self)
 
         self.btn_generate = QPushButton(acts["generate"].icon(), "Generate", self)
@@ -304,6 +323,12 @@ class MainWindow(QMainWindow):
         self.preview_area = PreviewArea(self)
         self.preview = self.preview_area.view
         self.preview.unresponsive.connect(self._preview_stuck)
+        self.fidelity = FidelityPanel(self)
+        self.fidelity.scored.connect(self._store_fidelity)
+        self.fidelity.variant_chosen.connect(self._show_variant)
+        self.preview_stack = QStackedWidget(self)
+        self.preview_stack.addWidget(self.preview_area)
+        self.preview_stack.addWidget(self.fidelity)
         pbox = QWidget(self)
         pl = QVBoxLayout(pbox)
         pl.setContentsMargins(0, 6, 6, 0)
@@ -328,9 +353,9 @@ class MainWindow(QMainWindow):
             ptb.addWidget(b)
         ptb.addSeparator()
         self.compare_box = QComboBox(ptb)
-        self.compare_box.addItems(["Page", "Side by side", "Overlay"])
-        self.compare_box.setToolTip("Compare the rendered page with the input image: side by side, or on top "
-                                    "of each other")
+        self.compare_box.addItems(["Page", "Side by side", "Overlay", "Fidelity"])
+        self.compare_box.setToolTip("Compare the rendered page with the input image: side by side, on top "
+                                    "of each other, or block by block with the fidelity score")
         self.compare_box.currentIndexChanged.connect(self.set_compare_mode)
         ptb.addWidget(self.compare_box)
         self.opacity = QSlider(Qt.Orientation.Horizontal, ptb)
@@ -342,10 +367,14 @@ class MainWindow(QMainWindow):
         self.opacity_action = ptb.addWidget(self.opacity)
         self.opacity_action.setVisible(False)
         ptb.addSeparator()
+        self.fidelity.button.setParent(ptb)
+        self.fidelity.button.clicked.connect(lambda: self.compare_box.setCurrentIndex(3))
+        ptb.addWidget(self.fidelity.button)
+        ptb.addSeparator()
         for n in ("browser", "export"):
             ptb.addAction(acts[n])
         pl.addWidget(ptb)
-        pl.addWidget(self.preview_area, 1)
+        pl.addWidget(self.preview_stack, 1)
 
         self.split = QSplitter(Qt.Orientation.Horizontal, self)
         self.split.addWidget(left)
@@ -476,17 +505,39 @@ class MainWindow(QMainWindow):
 
     def set_input(self, img: Image.Image, name: str) -> None:
         self.source_image = img
+        self.prepared_image = None
         self.input_name = name
+        self._source_key = image_fingerprint(img)
         self._apply_input(img, cropped=False)
+        try:
+            kept = self.history.corners_for(self._source_key)
+        except Exception:  # sqlite3.Error: detect the corners again
+            kept = None
+        self.input_pane.set_source(img, corners=kept)  # prepares a photo off the GUI thread
         if self.banner.kind == "error":
             self.banner.dismiss()
         self.setWindowTitle(f"Web2Code — {name}")
         self._info(f"Input: {name} ({img.width} × {img.height})")
 
-    def _apply_input(self, img: Image.Image, cropped: bool) -> None:
+    def _model_image_ready(self, img: Image.Image) -> None:
+        """Input preparation's result (the photo flattened and cropped, or the image as it was)."""
+        self.prepared_image = img
+        if img is not self.input_image:
+            self._apply_input(img, cropped=False, show=False)
+
+    def _corners_chosen(self, corners: object) -> None:
+        if not self._source_key:
+            return
+        try:
+            self.history.set_corners(self._source_key, corners if isinstance(corners, list) else None)
+        except Exception as exc:  # sqlite3.Error, OSError: the corners still apply now
+            self.show_error(f"Could not keep the corners in the history: {exc}", kind="warning")
+
+    def _apply_input(self, img: Image.Image, cropped: bool, show: bool = True) -> None:
         self.input_image = img
         q = pil_to_qimage(img)
-        self.input_pane.show_image(q, cropped)
+        if show:
+            self.input_pane.show_image(q, cropped)
         self.preview_area.strip.set_image(q)
         self.preview.set_overlay_image(qimage_to_png(q))
         self.ask_panel.reset()
@@ -503,7 +554,7 @@ class MainWindow(QMainWindow):
 
     def reset_crop(self) -> None:
         if self.source_image is not None:
-            self._apply_input(self.source_image, cropped=False)
+            self._apply_input(self.prepared_image or self.source_image, cropped=False)
 
     def handle_mime(self, mime: QMimeData, what: str = "drop") -> bool:
         """Files (one → input, a folder or several → batch), image data, or a path as text."""
@@ -589,6 +640,30 @@ class MainWindow(QMainWindow):
         self.sketch_dialog.show()
         self.sketch_dialog.raise_()
 
+    def open_address(self) -> None:
+        dlg = AddressDialog(self, self._last_address, self._address_width)
+        if dlg.exec():
+            self.capture_address(dlg.url, dlg.width_box.value())
+
+    def capture_address(self, url: str, width: int = DEFAULT_CAPTURE_WIDTH) -> bool:
+        """Render ``url`` offscreen (network for this capture only) and use the full-page screenshot."""
+        if self.address_capture is None:
+            self.address_capture = AddressCapture(self)
+            self.address_capture.captured.connect(self._address_captured)
+            self.address_capture.failed.connect(self.show_error)
+        try:
+            url = self.address_capture.start(url, width)
+        except AddressError as exc:
+            self.show_error(str(exc))
+            return False
+        self._last_address, self._address_width = url, width
+        self._info(f"Capturing {url}…")
+        return True
+
+    def _address_captured(self, cap: Captured) -> None:
+        self.set_input(cap.image, cap.name)
+        self._info(cap.note[0].upper() + cap.note[1:] + ".")
+
     def start_batch(self, paths: list[Path]) -> bool:
         files = collect_images(paths)
         if not files:
@@ -636,7 +711,7 @@ class MainWindow(QMainWindow):
         seed = None if new_seed or self.seed.value() < 0 else self.seed.value()
         return GenerationParams(instruction=self.instruction.toPlainText().strip(),
                                 temperature=round(self.temperature.value(), 3), top_p=round(self.top_p.value(), 3),
-                                max_tokens=self.max_tokens.value(), seed=seed)
+                                max_tokens=self.max_tokens.value(), seed=seed, n_variants=self.variants.value())
 
     def generate(self, new_seed: bool = False) -> bool:
         if self.job is not None or (self.batch_dialog is not None and self.batch_dialog.running):
@@ -653,6 +728,7 @@ class MainWindow(QMainWindow):
         if not self._start_job(Request(self.input_image, params), "generate"):
             return False
         self._raw = ""
+        self._variant_text = {}
         self._live = LivePreview()
         self.code.editor.set_text("")
         self.current_entry_id = 0
@@ -737,6 +813,8 @@ class MainWindow(QMainWindow):
             if isinstance(ev, Token):
                 if ev.variant == 0:
                     text.append(ev.text)
+                else:
+                    self._variant_text.setdefault(ev.variant, []).append(ev.text)
                 continue
             self._add_text(text)
             text = []
@@ -856,6 +934,24 @@ class MainWindow(QMainWindow):
         if job is not None:
             job.deleteLater()
         self._set_running(False)
+        if self.job_kind == "generate" and self.input_image is not None and self._raw.strip():
+            pages = {0: extract_html(self._raw)}
+            pages.update({n: extract_html("".join(t)) for n, t in self._variant_text.items()})
+            self.fidelity.score(self.input_image, pages, token=self.current_entry_id)
+
+    def _store_fidelity(self, entry_id: object, payload: dict[str, object]) -> None:
+        if isinstance(entry_id, int) and entry_id > 0:
+            try:
+                self.history.set_fidelity(entry_id, payload)
+            except Exception as exc:  # sqlite3.Error, OSError: the score is still on screen
+                self.show_error(f"Could not store the fidelity score: {exc}", kind="warning")
+
+    def _show_variant(self, number: int, html: str) -> None:
+        if self.job is not None:
+            return
+        self.code.editor.set_text(html)
+        self.preview.set_html(html, final=True)
+        self._info(f"Showing variant {number + 1}.")
 
     def _tick(self, final: bool = False) -> None:
         if not self._t_start:
@@ -878,6 +974,7 @@ class MainWindow(QMainWindow):
         return self.code.editor.toPlainText()
 
     def set_compare_mode(self, index: int) -> None:
+        self.preview_stack.setCurrentWidget(self.fidelity if index == 3 else self.preview_area)
         self.preview_area.set_side_by_side(index == 1)
         self.opacity_action.setVisible(index == 2)
         self._apply_overlay()
@@ -967,6 +1064,7 @@ class MainWindow(QMainWindow):
         self.preview.set_html(entry.html, final=True)
         self.current_entry_id = entry.id
         self.last_seed = entry.seed
+        self.fidelity.show_stored(entry.fidelity)
         if entry.instruction:
             self.instruction.setPlainText(entry.instruction)
         self._info(f"Reopened: {entry.title}")
@@ -1020,4 +1118,7 @@ class MainWindow(QMainWindow):
         if job is not None:
             job.wait(1000)
         self.provider.shutdown()
+        self.fidelity.close_scorer()
+        if self.address_capture is not None:
+            self.address_capture.close()
         super().closeEvent(event)
