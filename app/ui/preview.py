@@ -62,7 +62,7 @@ from PySide6.QtWebEngineCore import (
     QWebEngineUrlSchemeHandler,
 )
 from PySide6.QtWebEngineWidgets import QWebEngineView
-from PySide6.QtWidgets import QApplication, QHBoxLayout, QLabel, QSizePolicy, QWidget
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QSizePolicy, QWidget
 
 from ...resources import path as resource_path
 
@@ -84,7 +84,7 @@ _DOCUMENT_TYPES = {_RT.ResourceTypeMainFrame, _RT.ResourceTypeSubFrame, _RT.Reso
 _LOCAL_SUFFIXES = (".localhost", ".local", ".internal", ".lan", ".home.arpa", ".intranet", ".corp", ".home")
 
 #: The served final page: no fetch/XHR/WebSocket/EventSource/beacon, no plug-ins, no workers, no form posts.
-_DOC_CSP = b"connect-src 'none'; object-src 'none'; worker-src 'none'; form-action 'none'"
+_DOC_CSP = "connect-src 'none'; object-src 'none'; worker-src 'none'; form-action 'none'"
 
 #: Runs in every frame before the page's scripts: the WebRTC interfaces are gone from the page's realm.
 _PRELUDE = """
@@ -95,10 +95,33 @@ _PRELUDE = """
                "RTCDTMFSender", "RTCError", "RTCEncodedAudioFrame", "RTCEncodedVideoFrame",
                "RTCRtpScriptTransform", "RTCTrackEvent", "RTCPeerConnectionIceEvent",
                "RTCDataChannelEvent", "RTCIceTransportEvent"];
-  for (var i = 0; i < names.length; i++) {
-    try { delete window[names[i]]; } catch (e) {}
-    try { if (names[i] in window) Object.defineProperty(window, names[i], {value: undefined}); } catch (e) {}
+  var getters = [];
+  ["HTMLIFrameElement", "HTMLFrameElement", "HTMLObjectElement"].forEach(function (n) {
+    var d = window[n] && Object.getOwnPropertyDescriptor(window[n].prototype, "contentWindow");
+    if (d && d.get) getters.push(d.get);
+  });
+  function childOf(el) {
+    for (var i = 0; i < getters.length; i++) {
+      try { var w = getters[i].call(el); if (w) return w; } catch (e) {}
+    }
+    return null;
   }
+  function scrub(w) {
+    try {
+      if (w.__w2cScrubbed) return;
+      Object.defineProperty(w, "__w2cScrubbed", {value: true});
+    } catch (e) { return; }  // another origin: not reachable from here either
+    for (var i = 0; i < names.length; i++) {
+      try { delete w[names[i]]; } catch (e) {}
+      try { if (names[i] in w) Object.defineProperty(w, names[i], {value: undefined}); } catch (e) {}
+    }
+    // a frame made by the page is a fresh realm: scrubbed as soon as it exists (its load event is synchronous)
+    try {
+      w.addEventListener("load", function (e) { var c = childOf(e.target); if (c) scrub(c); }, true);
+      w.document.addEventListener("load", function (e) { var c = childOf(e.target); if (c) scrub(c); }, true);
+    } catch (e) {}
+  }
+  scrub(window);
 })();
 """
 
@@ -190,6 +213,21 @@ _SRCDOC_RE = re.compile(_ATTR.format(name="srcdoc"), re.IGNORECASE)
 _ELEMENT_RE = re.compile(r"<[a-z][^\s/>]*" + _TAG + ">", re.IGNORECASE)
 
 
+_PROLOGUE_RE = re.compile(r"\A(?:\ufeff)?(?:\s|<!--.*?-->)*(?:<!doctype[^>]*>)?", re.IGNORECASE | re.DOTALL)
+
+
+def _csp_meta(policy: str) -> str:
+    return f'<meta http-equiv="Content-Security-Policy" content="{htmllib.escape(policy)}">'
+
+
+def final_document(html: str) -> bytes:
+    """The served final page: connection hints out, :data:`_DOC_CSP` in first (after the doctype: no quirks mode)."""
+    html = strip_resource_hints(html)
+    m = _PROLOGUE_RE.match(html)
+    end = m.end() if m else 0
+    return (html[:end] + _csp_meta(_DOC_CSP) + html[end:]).encode("utf-8", "replace")
+
+
 def _attr_value(raw: str) -> str:
     return htmllib.unescape(raw[1:-1] if raw[:1] in "\"'" else raw)
 
@@ -245,7 +283,7 @@ class RequestGuard(QWebEngineUrlRequestInterceptor):
         rtype = info.resourceType()
         if scheme in _ALLOWED_SCHEMES and not (scheme in ("data", "blob") and rtype in _DOCUMENT_TYPES):
             return
-        if self.allow_remote and remote_allowed(url, rtype, info.requestMethod().data()):
+        if self.allow_remote and remote_allowed(url, rtype, bytes(info.requestMethod().data())):
             return
         info.block(True)
         self.blocked.append(url.toString()[:200])
@@ -265,30 +303,30 @@ class SchemeHandler(QWebEngineUrlSchemeHandler):
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
-        self.shell = resource_path("preview/shell.html").read_bytes()
-        m = re.search(rb"<script>(.*?)</script>", self.shell, re.DOTALL)
+        shell = resource_path("preview/shell.html").read_bytes()
+        m = re.search(rb"<script>(.*?)</script>", shell, re.DOTALL)
         digest = base64.b64encode(hashlib.sha256(m.group(1) if m else b"").digest()).decode()
         # only the shell's own script runs in it: injected handlers, frames and javascript: URLs do not
         self.shell_csp = (f"script-src 'sha256-{digest}'; object-src 'none'; base-uri 'none'; "
                           "connect-src 'none'; worker-src 'none'; form-action 'none'").encode()
+        # the shell's first element (a policy stays with its document when the head is replaced); Chromium
+        # does not take a Content-Security-Policy header from a custom scheme's reply
+        self.shell = shell.replace(b"<head>", b"<head>" + _csp_meta(self.shell_csp.decode()).encode(), 1)
         self.images: dict[str, bytes] = {}
         self.doc: tuple[str, bytes] = ("", b"")  # (host, page): only the current page is served
 
     def requestStarted(self, job: QWebEngineUrlRequestJob) -> None:
         url = job.requestUrl()
         host, path = url.host(), url.path()
-        csp = b""
         if host == "page" and path == "/shell.html":
-            data, mime, csp = self.shell, b"text/html", self.shell_csp
+            data, mime = self.shell, b"text/html"
         elif host == "page" and path.startswith("/input/") and path[7:] in self.images:
             data, mime = self.images[path[7:]], b"image/png"
         elif host and host == self.doc[0] and path == "/":
-            data, mime, csp = self.doc[1], b"text/html;charset=utf-8", _DOC_CSP
+            data, mime = self.doc[1], b"text/html;charset=utf-8"
         else:
             job.fail(QWebEngineUrlRequestJob.Error.UrlNotFound)
             return
-        if csp:
-            job.setAdditionalResponseHeaders({QByteArray(b"Content-Security-Policy"): QByteArray(csp)})
         buf = QBuffer(job)
         buf.setData(QByteArray(data))
         buf.open(QIODevice.OpenModeFlag.ReadOnly)
@@ -431,7 +469,7 @@ class PreviewView(QWebEngineView):
 
     def _load_doc(self, html: str) -> None:
         host = f"d{next(_docs)}"
-        self.sandbox.handler.doc = (host, strip_resource_hints(html).encode("utf-8", "replace"))
+        self.sandbox.handler.doc = (host, final_document(html))
         if self._mode:
             self._scroll = self.page().scrollPosition()
         self.requested += 1
@@ -448,7 +486,7 @@ class PreviewView(QWebEngineView):
                           QWebEngineLoadingInfo.LoadStatus.LoadFailedStatus):
             return
         if self._mode == "doc":
-            self._ack(self._serial + 1)
+            self._ack(0)
             self._apply_overlay()
             x, y = self._scroll.x(), self._scroll.y()
             if x or y:
@@ -507,9 +545,9 @@ class PreviewView(QWebEngineView):
         self._waiting_since = 0.0
         self.renders += 1
         self._watchdog.stop()
-        if isinstance(serial, (int, float)) and serial >= 0:
-            self._serial = int(serial)
-            self.rendered.emit(int(serial))
+        if isinstance(serial, (int, float)) and serial >= 0:  # -1 or None: the page did not take it
+            self._serial += 1  # the view's own count: the shell's restarts with every load
+            self.rendered.emit(self._serial)
 
     def _check_alive(self) -> None:
         if self._waiting_since and time.monotonic() - self._waiting_since > 4.0:
@@ -610,8 +648,11 @@ class PreviewArea(QWidget):
             lay.setStretch(0, 0)
             lay.setStretch(2, 0)
         else:
+            # the view takes the room up to its width and the two margins share the rest; with equal
+            # stretches all three got a third each (a "tablet" 161 px wide in a 1280 px window)
             self.view.setMaximumWidth(width)
             lay.setStretch(0, 1)
+            lay.setStretch(1, 1000)
             lay.setStretch(2, 1)
 
     def set_side_by_side(self, on: bool) -> None:
