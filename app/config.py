@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import stat
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +60,12 @@ def history_path() -> Path:
     return data_dir() / "history.sqlite3"
 
 
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temporary name in the same folder, fsync, rename into place.
 
@@ -70,6 +77,13 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
+            # mkstemp makes the file 0600: give it what a plain open() would (the umask's mode),
+            # or keep the mode of the file it replaces
+            try:
+                mode = stat.S_IMODE(path.stat().st_mode)
+            except OSError:
+                mode = 0o666 & ~_umask()
+            os.fchmod(fh.fileno(), mode)
             os.fsync(fh.fileno())
         Path(tmp).replace(path)
     except BaseException:

@@ -205,8 +205,8 @@ def _run(pair: Any, max_tokens: int, platform: str) -> None:
 
     provider = _Provider(settings, factory=lambda _s: WorkerBackend(pair, EngineOptions(n_gpu_layers=0)))
     provider.pair = pair
-    win.provider.shutdown()
-    win.provider = provider
+    win.requests.provider.shutdown()
+    win.requests.provider = provider
     win.show()
     from PySide6.QtTest import QTest
 
@@ -224,18 +224,18 @@ def _run(pair: Any, max_tokens: int, platform: str) -> None:
     try:
         # A blank preview first, so the pixels counted later are the generated page.
         # (the welcome page may render first: wait for the render of the empty page, then its paint)
-        n0 = win.preview.renders
-        win.preview.clear()
-        _wait(app, lambda: win.preview.renders > n0, 60, "the preview page to load")
+        n0 = win.page.preview.renders
+        win.page.preview.clear()
+        _wait(app, lambda: win.page.preview.renders > n0, 60, "the preview page to load")
         _wait(app, lambda: True, 0.3, "")
-        blank = win.preview.grab().toImage()
-        win.temperature.setValue(0.0)
-        win.max_tokens.setValue(max_tokens)
-        win.set_input(_test_page_image(), "self-test.png")
+        blank = win.page.preview.grab().toImage()
+        win.params.temperature.setValue(0.0)
+        win.params.max_tokens.setValue(max_tokens)
+        win.inputs.set_input(_test_page_image(), "self-test.png")
         t0 = time.perf_counter()
-        if not win.generate():
-            raise SelfTestError(f"generation did not start: {win.banner.text() or win.phase_label.text()}")
-        _wait(app, lambda: win.job is None, STEP_TIMEOUT_S, "generation")
+        if not win.requests.generate():
+            raise SelfTestError(f"generation did not start: {win.banner.text() or win.status.phase_label.text()}")
+        _wait(app, lambda: win.requests.job is None, STEP_TIMEOUT_S, "generation")
         wall = time.perf_counter() - t0
         failed = [e for e in events if isinstance(e, Failed)]
         if failed:
@@ -249,33 +249,33 @@ def _run(pair: Any, max_tokens: int, platform: str) -> None:
         st = done[-1].stats
         _say("engine", f"{len(tokens)} tokens in {wall:.2f} s through the worker process "
                        f"(load {st.load_s:.2f} s, finish: {st.finish_reason}): {text.strip()[:60]!r}")
-        code = win.html_text()
+        code = win.page.html_text()
         if not code.strip():
             raise SelfTestError("the code view is empty after generation")
 
         # The window renders the final HTML itself; when the model's text holds no HTML (a tiny test
         # model writes word salad) it stays on the last streamed state. Make sure the preview shows
         # what the code view holds, then look at its pixels.
-        n = win.preview.renders
-        win.preview.set_html(code, final=True)
-        _wait(app, lambda: win.preview.renders > n, 30, "the preview to render")
+        n = win.page.preview.renders
+        win.page.preview.set_html(code, final=True)
+        _wait(app, lambda: win.page.preview.renders > n, 30, "the preview to render")
         ink = changed = 0
         deadline = time.perf_counter() + 10
         while time.perf_counter() < deadline:
             _wait(app, lambda: True, 0.1, "")
-            shot = win.preview.grab().toImage()
+            shot = win.page.preview.grab().toImage()
             ink, changed = _ink(shot), _changed(blank, shot)
             if ink > MIN_INK_PIXELS and changed > MIN_INK_PIXELS:
                 break
         if ink <= MIN_INK_PIXELS or changed <= MIN_INK_PIXELS:
             raise SelfTestError(f"the preview did not show the generated text ({ink} dark pixels, "
                                 f"{changed} changed from the empty page)")
-        size = win.preview.size()
+        size = win.page.preview.size()
         _say("preview", f"rendered {len(code)} characters of HTML: {ink} non-blank sample pixels, {changed} "
                         f"changed from the empty page, in a {size.width()}x{size.height()} view")
     finally:
         win.close()
-        _wait(app, lambda: win.job is None, 30, "the window to close")
+        _wait(app, lambda: win.requests.job is None, 30, "the window to close")
         provider.shutdown()
     _say("closed", "window closed, engine process ended")
 

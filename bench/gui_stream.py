@@ -58,8 +58,8 @@ def measure(max_tokens: int) -> dict[str, float]:
     win = MainWindow()
     win.resize(1280, 800)
     win.show()
-    win.open_path(img)
-    win.max_tokens.setValue(max_tokens)
+    win.inputs.open_path(img)
+    win.params.max_tokens.setValue(max_tokens)
 
     renders: list[float] = []
     stalls: list[float] = []
@@ -85,8 +85,8 @@ def measure(max_tokens: int) -> dict[str, float]:
         if state["streaming"]:
             renders.append(time.perf_counter())
 
-    win.preview.rendered.connect(on_render)
-    orig = win._on_events
+    win.page.preview.rendered.connect(on_render)
+    orig = win.requests._on_events
 
     def on_events(events: list[object]) -> None:
         from web2code.app.engine.events import Finished, Token
@@ -102,16 +102,16 @@ def measure(max_tokens: int) -> dict[str, float]:
             state["t1"] = time.perf_counter()
             state["streaming"] = False
 
-    win._on_events = on_events  # type: ignore[method-assign]
+    win.requests._on_events = on_events  # type: ignore[method-assign]
     # Wait for the preview's shell page, then generate.
     deadline = time.monotonic() + 60
-    while not getattr(win.preview, "_ready", True) and time.monotonic() < deadline:
+    while not getattr(win.page.preview, "_ready", True) and time.monotonic() < deadline:
         app.processEvents()
         time.sleep(0.01)
-    if not win.generate():
+    if not win.requests.generate():
         raise SystemExit("error: the window did not start a generation")
     deadline = time.monotonic() + 600
-    while (state["t1"] == 0.0 or win.job is not None) and time.monotonic() < deadline:
+    while (state["t1"] == 0.0 or win.requests.job is not None) and time.monotonic() < deadline:
         app.processEvents()
         time.sleep(0.002)
     duration = (state["t1"] or time.perf_counter()) - state["t0"]

@@ -56,5 +56,5 @@ def run_gui(image: str | None = None) -> int:
     win = MainWindow()
     win.show()
     if image:
-        win.open_path(image)
+        win.inputs.open_path(image)
     return int(app.exec())

@@ -9,7 +9,7 @@ import qtawesome as qta
 from pygments.lexers.html import HtmlLexer
 from pygments.styles import get_style_by_name
 from pygments.token import _TokenType
-from PySide6.QtCore import QEvent, QRect, QSize, Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, QRect, QSize, Qt, Signal
 from PySide6.QtGui import (
     QColor,
     QFont,
@@ -34,6 +34,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from .throttle import Throttle
+
 
 def is_dark(widget: QWidget) -> bool:
     return widget.palette().color(widget.backgroundRole()).lightness() < 128
@@ -53,10 +55,9 @@ class PygmentsHighlighter(QSyntaxHighlighter):
         self._formats: dict[_TokenType, QTextCharFormat] = {}
         self._spans: dict[int, tuple[str, list[tuple[int, int, QTextCharFormat]]]] = {}
         self.set_dark(dark)
-        self._timer = QTimer(self)
-        self._timer.setSingleShot(True)
-        self._timer.setInterval(120)
-        self._timer.timeout.connect(self.relex)
+        # at most every 120 ms while text streams in, and once after the last change (a debounce that
+        # restarts on every token would not run at all until the stream ends)
+        self._throttle = Throttle(self.relex, 120, self)
         document.contentsChange.connect(self._changed)
 
     def set_dark(self, dark: bool) -> None:
@@ -79,11 +80,11 @@ class PygmentsHighlighter(QSyntaxHighlighter):
 
     def _changed(self, _pos: int, removed: int, added: int) -> None:
         if removed or added:  # format-only changes (our own re-highlighting) report 0/0
-            self._timer.start()
+            self._throttle()
 
     def relex(self) -> None:
         """Lex the whole document now and re-highlight the blocks whose colours changed."""
-        self._timer.stop()
+        self._throttle.cancel()
         doc = self.document()
         if doc is None:
             return

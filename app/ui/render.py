@@ -18,9 +18,10 @@ wait in a local event loop, for the command line.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import count
 from typing import Any
 
@@ -60,9 +61,10 @@ SETTLE_MS = 120  # after a resize, time for the compositor to deliver the new fr
 
 #: Walks the document: each text node is split into words, and the words of one visual
 #: line become one fragment with its client box; visible element boxes (images, form
-#: controls, anything with a border, a background or a shadow) with their paths.
+#: controls, anything with a border, a background or a shadow) with their paths; with
+#: ``all_elements`` (part edits: every element's box by path) the other elements too, as kind "plain".
 _EXTRACT_JS = r"""
-(function () {
+(function (ALL_ELEMENTS) {
   "use strict";
   var doc = document.documentElement, body = document.body || doc;
   var out = {width: Math.max(doc.scrollWidth, body.scrollWidth || 0),
@@ -123,14 +125,17 @@ _EXTRACT_JS = r"""
     var parentBg = e.parentElement ? getComputedStyle(e.parentElement).backgroundColor : "";
     var kind = media[e.tagName] ? "media" : (bordered ? "border" : ((filled && bg !== parentBg) ? "fill" :
                (cs.backgroundImage !== "none" ? "image" : (cs.boxShadow !== "none" ? "shadow" : ""))));
-    if (!kind) continue;
+    if (!kind) {
+      if (!ALL_ELEMENTS) continue;
+      kind = "plain";
+    }
     out.boxes.push({tag: e.tagName.toLowerCase(), kind: kind, path: path(e),
                     box: [b.left + sx, b.top + sy, b.width, b.height],
                     src: e.tagName === "IMG" ? (e.getAttribute("src") || "") : null,
                     loaded: e.tagName === "IMG" ? (e.complete && e.naturalWidth > 0) : null});
   }
   return JSON.stringify(out);
-})()
+})(/*ALL*/false)
 """
 
 
@@ -141,22 +146,46 @@ class RenderError(Web2CodeError):
 @dataclass(frozen=True)
 class Element:
     tag: str
-    kind: str  # media, border, fill, image, shadow
+    kind: str  # media, border, fill, image, shadow (plain: only with all_elements)
     path: tuple[int, ...] | None  # element-child indexes from <body> (None: outside the body)
     box: Box
     src: str | None = None
     loaded: bool | None = None
 
 
-@dataclass
 class Rendered:
-    width: int
-    height: int
-    image: NDArray[np.uint8]  # H×W×3 RGB, the full page (cut at MAX_HEIGHT)
-    blocks: list[TextBlock] = field(default_factory=list)  # merged text lines, colours measured on the pixels
-    elements: list[Element] = field(default_factory=list)
-    truncated: bool = False
-    seconds: float = 0.0
+    """A finished render. The pixels and blocks are worked out on first use, in the thread that asks
+    (the scorer's worker thread), so the GUI thread only grabs the page."""
+
+    def __init__(self, width: int, height: int, grab: QImage, data: dict[str, Any], *, truncated: bool,
+                 seconds: float) -> None:
+        self.width, self.height = width, height
+        self.truncated, self.seconds = truncated, seconds
+        self._grab, self._data = grab, data
+        self._lock = threading.Lock()
+        self._built: tuple[NDArray[np.uint8], list[TextBlock], list[Element]] | None = None
+
+    def _get(self) -> tuple[NDArray[np.uint8], list[TextBlock], list[Element]]:
+        with self._lock:
+            if self._built is None:
+                rgb = qimage_to_rgb(self._grab)[: self.height, : self.width]
+                self._built = (rgb, *_build(rgb, self._data))
+                self._grab = QImage()
+            return self._built
+
+    @property
+    def image(self) -> NDArray[np.uint8]:
+        """H×W×3 RGB, the full page (cut at MAX_HEIGHT)."""
+        return self._get()[0]
+
+    @property
+    def blocks(self) -> list[TextBlock]:
+        """Merged text lines, colours measured on the pixels."""
+        return self._get()[1]
+
+    @property
+    def elements(self) -> list[Element]:
+        return self._get()[2]
 
     @property
     def boxes(self) -> list[Box]:
@@ -241,6 +270,7 @@ class Renderer(QObject):
         self._done: Callable[[Rendered | None, str], None] | None = None
         self._t0 = 0.0
         self._step = 0
+        self._all_elements = False
 
     # ------------------------------------------------------------ public
     @property
@@ -248,9 +278,13 @@ class Renderer(QObject):
         return self._busy
 
     def render_html(self, html: str, width: int, height: int, done: Callable[[Rendered | None, str], None],
-                    *, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
-        """Render ``html`` at ``width`` CSS px (``height``: the viewport, e.g. the input image's height)."""
+                    *, timeout_s: float = DEFAULT_TIMEOUT_S, all_elements: bool = False) -> None:
+        """Render ``html`` at ``width`` CSS px (``height``: the viewport, e.g. the input image's height).
+
+        ``all_elements``: list every element of at least 4×4 px (kind "plain" for those without
+        a visible box of their own), so any element's box can be found by its path."""
         assert not self.network, "a network renderer renders addresses, not generated pages"
+        self._all_elements = all_elements
         n = next(_serials)
         path = f"/{n}.html"
         self._docs.docs = {path: html.encode("utf-8", "replace")}
@@ -337,7 +371,8 @@ class Renderer(QObject):
     def _extract(self, step: int) -> None:
         if step != self._step or self.view is None:
             return
-        self.view.page().runJavaScript(_EXTRACT_JS, 0, lambda r, s=step: self._extracted(s, r))
+        js = _EXTRACT_JS.replace("/*ALL*/false", "true") if self._all_elements else _EXTRACT_JS
+        self.view.page().runJavaScript(js, 0, lambda r, s=step: self._extracted(s, r))
 
     def _extracted(self, step: int, result: object, tries: int = 0) -> None:
         if step != self._step or self.view is None:
@@ -353,8 +388,8 @@ class Renderer(QObject):
         if not isinstance(data, dict):
             self._fail(step, "the page did not answer (its scripts may be stuck)")
             return
-        rgb = qimage_to_rgb(image)[: self._target, : self._width]
-        rendered = _build(rgb, data, self._truncated, time.perf_counter() - self._t0)
+        rendered = Rendered(self._width, min(self._target, image.height()), image, data,
+                            truncated=self._truncated, seconds=time.perf_counter() - self._t0)
         self._finish(rendered, "")
 
     def _timed_out(self) -> None:
@@ -401,7 +436,7 @@ def _color(css: object) -> tuple[int, int, int] | None:
     return (int(parts[0]), int(parts[1]), int(parts[2]))
 
 
-def _build(rgb: NDArray[np.uint8], data: dict[str, Any], truncated: bool, seconds: float) -> Rendered:
+def _build(rgb: NDArray[np.uint8], data: dict[str, Any]) -> tuple[list[TextBlock], list[Element]]:
     h, w = rgb.shape[:2]
     pieces: list[TextBlock] = []
     for t in data.get("text", []):
@@ -422,7 +457,7 @@ def _build(rgb: NDArray[np.uint8], data: dict[str, Any], truncated: bool, second
         path = tuple(int(i) for i in raw_path) if isinstance(raw_path, list) else None
         elements.append(Element(str(e.get("tag", "")), str(e.get("kind", "")), path,
                                 (x, y, bw, min(bh, h - y)), e.get("src"), e.get("loaded")))
-    return Rendered(w, h, rgb, blocks, elements, truncated, seconds)
+    return blocks, elements
 
 
 def _wait(start: Callable[[Callable[[Rendered | None, str], None]], None], timeout_s: float) -> Rendered:
@@ -447,10 +482,11 @@ def _wait(start: Callable[[Callable[[Rendered | None, str], None]], None], timeo
 
 
 def render_html_sync(html: str, width: int, height: int, *, renderer: Renderer | None = None,
-                     timeout_s: float = DEFAULT_TIMEOUT_S) -> Rendered:
+                     timeout_s: float = DEFAULT_TIMEOUT_S, all_elements: bool = False) -> Rendered:
     r = renderer or Renderer()
     try:
-        return _wait(lambda done: r.render_html(html, width, height, done, timeout_s=timeout_s), timeout_s)
+        return _wait(lambda done: r.render_html(html, width, height, done, timeout_s=timeout_s,
+                                                all_elements=all_elements), timeout_s)
     finally:
         if renderer is None:
             r.close()

@@ -36,6 +36,7 @@ class Banner(QFrame):
         self.setFrameShape(QFrame.Shape.StyledPanel)
         self.icon = QLabel(self)
         self.label = QLabel(self)
+        self.label.setTextFormat(Qt.TextFormat.PlainText)  # messages name files: "<b>x</b>.png" is a name
         self.label.setWordWrap(True)
         self.label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.label.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)

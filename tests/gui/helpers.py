@@ -26,17 +26,17 @@ def page_image(path: Path, size: tuple[int, int] = (320, 240), color: str = "#33
 def make_window(qtbot: QtBot, max_tokens: int = 48) -> MainWindow:
     win = MainWindow()
     qtbot.addWidget(win)
-    win.max_tokens.setValue(max_tokens)
-    win.temperature.setValue(0.0)
+    win.params.max_tokens.setValue(max_tokens)
+    win.params.temperature.setValue(0.0)
     win.show()
     qtbot.waitExposed(win)
     return win
 
 
 def wait_idle(qtbot: QtBot, win: MainWindow, timeout: int = 60000) -> None:
-    qtbot.waitUntil(lambda: win.job is None, timeout=timeout)
+    qtbot.waitUntil(lambda: win.requests.job is None, timeout=timeout)
 
 
 def close_window(qtbot: QtBot, win: MainWindow) -> None:
     win.close()
-    qtbot.waitUntil(lambda: win.job is None, timeout=20000)
+    qtbot.waitUntil(lambda: win.requests.job is None, timeout=20000)

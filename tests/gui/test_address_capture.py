@@ -98,16 +98,16 @@ def test_unreachable_address(qapp: object) -> None:
 def test_the_window_captures_an_address_into_the_input(qtbot: QtBot, server: str) -> None:
     win = make_window(qtbot)
     try:
-        assert win.capture_address(server + "/docs/intro", 700)
-        qtbot.waitUntil(lambda: win.input_image is not None, timeout=30000)
-        assert win.input_image.size == (700, 2460)
-        assert win.input_name == "127.0.0.1-docs-intro.png"
+        assert win.inputs.capture_address(server + "/docs/intro", 700)
+        qtbot.waitUntil(lambda: win.inputs.input_image is not None, timeout=30000)
+        assert win.inputs.input_image.size == (700, 2460)
+        assert win.inputs.input_name == "127.0.0.1-docs-intro.png"
         assert win.actions_by_name["address"].shortcuts()
-        assert not win.capture_address("ftp://example.org/")
+        assert not win.inputs.capture_address("ftp://example.org/")
         assert "only http and https" in win.banner.text()
-        win.capture_address(server + "/missing", 700)
+        win.inputs.capture_address(server + "/missing", 700)
         qtbot.waitUntil(lambda: "HTTP 404" in win.banner.text(), timeout=30000)
-        assert win.input_image.size == (700, 2460)  # the failed capture left the input alone
+        assert win.inputs.input_image.size == (700, 2460)  # the failed capture left the input alone
     finally:
         close_window(qtbot, win)
 

@@ -28,8 +28,8 @@ def _drop(win: MainWindow, mime: QMimeData) -> None:
 
 def test_open_a_file_sets_the_input_and_its_size(qtbot: QtBot, tmp_path: Path) -> None:
     win = make_window(qtbot)
-    assert win.open_path(page_image(tmp_path / "a.png", (300, 200)))
-    assert win.input_image is not None and win.input_image.size == (300, 200)
+    assert win.inputs.open_path(page_image(tmp_path / "a.png", (300, 200)))
+    assert win.inputs.input_image is not None and win.inputs.input_image.size == (300, 200)
     assert "300 × 200" in win.input_pane.size_label.text()
     assert win.actions_by_name["generate"].isEnabled()
 
@@ -38,10 +38,10 @@ def test_opening_a_non_image_is_a_message(qtbot: QtBot, tmp_path: Path) -> None:
     win = make_window(qtbot)
     bad = tmp_path / "notes.png"
     bad.write_text("not an image")
-    assert not win.open_path(bad)
+    assert not win.inputs.open_path(bad)
     assert win.banner.isVisible() and win.banner.kind == "error"
     assert "notes.png" in win.banner.text()
-    assert win.input_image is None
+    assert win.inputs.input_image is None
 
 
 def test_drop_a_file_url(qtbot: QtBot, tmp_path: Path) -> None:
@@ -49,7 +49,7 @@ def test_drop_a_file_url(qtbot: QtBot, tmp_path: Path) -> None:
     mime = QMimeData()
     mime.setUrls([QUrl.fromLocalFile(str(page_image(tmp_path / "d.png", (222, 111))))])
     _drop(win, mime)
-    assert win.input_image is not None and win.input_image.size == (222, 111)
+    assert win.inputs.input_image is not None and win.inputs.input_image.size == (222, 111)
 
 
 def test_drop_image_data(qtbot: QtBot) -> None:
@@ -59,8 +59,8 @@ def test_drop_image_data(qtbot: QtBot) -> None:
     mime = QMimeData()
     mime.setImageData(img)
     _drop(win, mime)
-    assert win.input_image is not None and win.input_image.size == (123, 45)
-    assert win.input_image.getpixel((5, 5)) == (255, 0, 0)
+    assert win.inputs.input_image is not None and win.inputs.input_image.size == (123, 45)
+    assert win.inputs.input_image.getpixel((5, 5)) == (255, 0, 0)
 
 
 def test_paste_image_and_copied_file(qtbot: QtBot, tmp_path: Path) -> None:
@@ -68,59 +68,61 @@ def test_paste_image_and_copied_file(qtbot: QtBot, tmp_path: Path) -> None:
     img = QImage(64, 32, QImage.Format.Format_RGB32)
     img.fill(Qt.GlobalColor.blue)
     QGuiApplication.clipboard().setImage(img)
-    assert win.paste()
-    assert win.input_image is not None and win.input_image.size == (64, 32)
+    assert win.inputs.paste()
+    assert win.inputs.input_image is not None and win.inputs.input_image.size == (64, 32)
     mime = QMimeData()
     mime.setUrls([QUrl.fromLocalFile(str(page_image(tmp_path / "c.png", (90, 70))))])
     QGuiApplication.clipboard().setMimeData(mime)
-    assert win.paste()
-    assert win.input_image.size == (90, 70)
+    assert win.inputs.paste()
+    assert win.inputs.input_image.size == (90, 70)
     QGuiApplication.clipboard().setText("just words")
-    assert not win.paste()
+    assert not win.inputs.paste()
     assert "no image" in win.banner.text()
 
 
 def test_crop_and_undo_crop(qtbot: QtBot, tmp_path: Path) -> None:
     win = make_window(qtbot)
-    win.open_path(page_image(tmp_path / "a.png", (300, 200)))
+    win.inputs.open_path(page_image(tmp_path / "a.png", (300, 200)))
     win.input_pane.crop_requested.emit(QRect(10, 20, 100, 50))
-    assert win.input_image is not None and win.input_image.size == (100, 50)
+    assert win.inputs.input_image is not None and win.inputs.input_image.size == (100, 50)
     win.input_pane.act_uncrop.trigger()
-    assert win.input_image.size == (300, 200)
+    assert win.inputs.input_image.size == (300, 200)
 
 
 def test_capture_a_screen_region(qtbot: QtBot) -> None:
     win = make_window(qtbot)
-    win.start_capture(delay_ms=50)
-    qtbot.waitUntil(lambda: win.capture_overlay is not None and win.capture_overlay.isVisible(), timeout=10000)
+    win.inputs.start_capture(delay_ms=50)
+    qtbot.waitUntil(lambda: win.inputs.capture_overlay is not None and win.inputs.capture_overlay.isVisible(),
+                    timeout=10000)
     assert not win.isVisible()
-    overlay = win.capture_overlay
+    overlay = win.inputs.capture_overlay
     assert overlay is not None
     qtbot.waitExposed(overlay)
     qtbot.mousePress(overlay, Qt.MouseButton.LeftButton, pos=QPoint(100, 80))
     qtbot.mouseMove(overlay, QPoint(200, 150))
     qtbot.mouseRelease(overlay, Qt.MouseButton.LeftButton, pos=QPoint(260, 200))
-    qtbot.waitUntil(lambda: win.input_image is not None, timeout=5000)
+    qtbot.waitUntil(lambda: win.inputs.input_image is not None, timeout=5000)
     dpr = overlay.shot.devicePixelRatio()
-    assert win.input_image.size == (round(160 * dpr), round(120 * dpr))
+    assert win.inputs.input_image.size == (round(160 * dpr), round(120 * dpr))
     assert win.isVisible()
 
 
 def test_capture_escape_cancels(qtbot: QtBot) -> None:
     win = make_window(qtbot)
-    win.start_capture(delay_ms=50)
-    qtbot.waitUntil(lambda: win.capture_overlay is not None and win.capture_overlay.isVisible(), timeout=10000)
-    overlay = win.capture_overlay
+    win.inputs.start_capture(delay_ms=50)
+    qtbot.waitUntil(lambda: win.inputs.capture_overlay is not None and win.inputs.capture_overlay.isVisible(),
+                    timeout=10000)
+    overlay = win.inputs.capture_overlay
     assert overlay is not None
     qtbot.keyClick(overlay, Qt.Key.Key_Escape)
     qtbot.waitUntil(win.isVisible, timeout=5000)
-    assert win.input_image is None and win.capture_overlay is None
+    assert win.inputs.input_image is None and win.inputs.capture_overlay is None
 
 
 def test_sketch_becomes_the_input(qtbot: QtBot) -> None:
     win = make_window(qtbot)
-    win.open_sketch()
-    dlg = win.sketch_dialog
+    win.inputs.open_sketch()
+    dlg = win.inputs.sketch_dialog
     assert dlg is not None
     qtbot.waitExposed(dlg)
     canvas = dlg.canvas
@@ -146,9 +148,9 @@ def test_sketch_becomes_the_input(qtbot: QtBot) -> None:
     canvas.undo()
     assert canvas.image == drawn
     dlg.accept()
-    assert win.input_image is not None
-    assert win.input_image.size == (canvas.image.width(), canvas.image.height())
-    assert win.input_name == "sketch"
+    assert win.inputs.input_image is not None
+    assert win.inputs.input_image.size == (canvas.image.width(), canvas.image.height())
+    assert win.inputs.input_name == "sketch"
 
 
 def test_folder_drop_starts_a_batch(qtbot: QtBot, tmp_path: Path) -> None:
@@ -160,10 +162,10 @@ def test_folder_drop_starts_a_batch(qtbot: QtBot, tmp_path: Path) -> None:
     mime = QMimeData()
     mime.setUrls([QUrl.fromLocalFile(str(folder))])
     _drop(win, mime)
-    dlg = win.batch_dialog
+    dlg = win.requests.batch_dialog
     assert dlg is not None and dlg.isVisible()
     assert [f.name for f in dlg.files] == ["s0.png", "s1.png", "s2.png"]
     assert dlg.output == folder / "web2code-html"
     # No model installed in this test: the batch says so instead of failing silently.
     assert "No model" in dlg.status.text()
-    assert win.input_image is None
+    assert win.inputs.input_image is None

@@ -26,30 +26,30 @@ def test_thousands_of_tokens_across_regenerations_keep_the_window_alive(
         qtbot: QtBot, long_pair: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WEB2CODE_MODELS_DIR", str(long_pair))
     win = make_window(qtbot)
-    win.open_path(page_image(tmp_path / "page.png"))
-    win.max_tokens.setValue(2048)  # the engine clamps to what the context leaves
-    win.temperature.setValue(0.8)
+    win.inputs.open_path(page_image(tmp_path / "page.png"))
+    win.params.max_tokens.setValue(2048)  # the engine clamps to what the context leaves
+    win.params.temperature.setValue(0.8)
     batches: list[int] = []
     streamed_s = 0.0
     total = runs = 0
     before = sys.getrefcount(True), sys.getrefcount(False)
     while total < TARGET_TOKENS and runs < 10:
-        started = win.generate() if runs == 0 else win.regenerate()
+        started = win.requests.generate() if runs == 0 else win.requests.regenerate()
         assert started, win.banner.text()
-        job = win.job
+        job = win.requests.job
         assert job is not None
         job.delivered.connect(lambda evs: batches.append(len(evs)))
         t0 = time.monotonic()
         wait_idle(qtbot, win, 300_000)
         streamed_s += time.monotonic() - t0
-        assert "Finished" in win.phase_label.text(), (win.phase_label.text(), win.banner.text())
-        assert win.tokens_label.text() == f"{win._n_tokens} tokens"
-        total += win._n_tokens
+        assert "Finished" in win.status.phase_label.text(), (win.status.phase_label.text(), win.banner.text())
+        assert win.status.tokens_label.text() == f"{win.status.n_tokens} tokens"
+        total += win.status.n_tokens
         runs += 1
     after = sys.getrefcount(True), sys.getrefcount(False)
     assert total >= TARGET_TOKENS, f"{total} tokens in {runs} generations"
     assert runs >= 2
-    assert win.isVisible() and win.code.editor.toPlainText().strip()
+    assert win.isVisible() and win.page.code.editor.toPlainText().strip()
     # No references to True or False go missing (a leaking binding loses one per signal, ~1,000 here;
     # objects created meanwhile, e.g. history rows, may hold a few more).
     assert after[0] - before[0] >= -64 and after[1] - before[1] >= -64, (before, after)

@@ -27,22 +27,22 @@ def test_the_model_gets_the_prepared_photo_and_corners_are_kept(qtbot: QtBot, tm
     try:
         win.resize(1400, 900)
         with qtbot.waitSignal(win.input_pane.model_image_ready, timeout=30000):
-            assert win.open_path(path)
-        assert win.input_image is not None and win.input_image is not win.source_image
-        assert win.input_image.size == expected.size
-        assert np.array_equal(np.asarray(win.input_image), np.asarray(expected))  # what generate and ask send
+            assert win.inputs.open_path(path)
+        assert win.inputs.input_image is not None and win.inputs.input_image is not win.inputs.source_image
+        assert win.inputs.input_image.size == expected.size
+        assert np.array_equal(np.asarray(win.inputs.input_image), np.asarray(expected))  # what generate and ask send
         win.input_pane.act_compare.setChecked(True)
         qtbot.wait(300)
         SHOTS.mkdir(parents=True, exist_ok=True)
         win.grab().save(str(SHOTS / "prepare_window_before_after.png"))
 
-        w, h = win.source_image.size  # type: ignore[union-attr]
+        w, h = win.inputs.source_image.size  # type: ignore[union-attr]
         corners = [(w * 0.1, h * 0.1), (w * 0.9, h * 0.1), (w * 0.9, h * 0.9), (w * 0.1, h * 0.9)]
         win.input_pane.corners_chosen.emit(corners)
         key = image_fingerprint(load_image(path))
         assert History().corners_for(key) == corners
         with qtbot.waitSignal(win.input_pane.model_image_ready, timeout=30000):
-            win.open_path(path)  # the same image again: the kept corners, not detection
+            win.inputs.open_path(path)  # the same image again: the kept corners, not detection
         assert win.input_pane.user_corners == corners
         win.input_pane.corners_chosen.emit(None)  # "detect again" forgets them
         assert History().corners_for(key) is None
@@ -55,8 +55,8 @@ def test_a_screenshot_reaches_the_model_unchanged(qtbot: QtBot, tmp_path: Path) 
     win = make_window(qtbot)
     try:
         with qtbot.waitSignal(win.input_pane.model_image_ready, timeout=30000):
-            win.open_path(path)
-        assert win.input_image is win.source_image
-        assert np.array_equal(np.asarray(win.input_image), np.asarray(Image.open(path).convert("RGB")))
+            win.inputs.open_path(path)
+        assert win.inputs.input_image is win.inputs.source_image
+        assert np.array_equal(np.asarray(win.inputs.input_image), np.asarray(Image.open(path).convert("RGB")))
     finally:
         close_window(qtbot, win)

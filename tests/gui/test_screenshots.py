@@ -62,7 +62,7 @@ def test_first_start_without_a_model(qtbot: QtBot) -> None:
 def model_win(qtbot: QtBot, tiny_pair: object, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> MainWindow:
     monkeypatch.setenv("WEB2CODE_MODELS_DIR", str(tiny_pair.dir))  # type: ignore[attr-defined]
     win = make_window(qtbot)
-    win.open_path(page_image(tmp_path / "landing-page.png", (640, 480)))
+    win.inputs.open_path(page_image(tmp_path / "landing-page.png", (640, 480)))
     yield win
     close_window(qtbot, win)
 
@@ -72,12 +72,12 @@ def test_main_states(qtbot: QtBot, model_win: MainWindow, tmp_path: Path) -> Non
     _shot(qtbot, win, "02-image-loaded")
     # The input pane shows the picture: its blue header bar (helpers.page_image) is on screen.
     assert _count(win.input_pane.grab().toImage(), "#3366cc") > 500
-    win.max_tokens.setValue(1500)
-    win.generate()
-    qtbot.waitUntil(lambda: win._n_tokens >= 40, timeout=60000)
+    win.params.max_tokens.setValue(1500)
+    win.requests.generate()
+    qtbot.waitUntil(lambda: win.status.n_tokens >= 40, timeout=60000)
     _shot(qtbot, win, "03-generating", settle_ms=150)
-    assert win.code.editor.toPlainText().strip() and win.tokens_label.text().endswith("tokens")
-    win.stop()
+    assert win.page.code.editor.toPlainText().strip() and win.status.tokens_label.text().endswith("tokens")
+    win.requests.stop()
     wait_idle(qtbot, win)
     # A finished, realistic page (the tiny model writes noise): as if the model had written it.
     html = ("<!DOCTYPE html>\n<html>\n<head>\n<title>Acme</title>\n<style>\n"
@@ -86,22 +86,22 @@ def test_main_states(qtbot: QtBot, model_win: MainWindow, tmp_path: Path) -> Non
             "p { margin: 8px 20px; color: #555; }\n</style>\n</head>\n<body>\n<header><h1>Acme</h1></header>\n"
             "<div class=\"box\">Welcome</div>\n<p>Lorem ipsum dolor sit amet.</p>\n<p>Consectetur adipiscing.</p>\n"
             "</body>\n</html>\n")
-    win.code.editor.set_text(html)
-    win.preview.set_html(html, final=True)
-    qtbot.waitUntil(lambda: _count(win.preview.grab().toImage(), "#3366cc") > 2000, timeout=20000)
+    win.page.code.editor.set_text(html)
+    win.page.preview.set_html(html, final=True)
+    qtbot.waitUntil(lambda: _count(win.page.preview.grab().toImage(), "#3366cc") > 2000, timeout=20000)
     _shot(qtbot, win, "04-finished")
-    page_blue = _count(win.preview.grab().toImage(), "#3366cc")  # the page's header only
-    win.compare_box.setCurrentIndex(1)
+    page_blue = _count(win.page.preview.grab().toImage(), "#3366cc")  # the page's header only
+    win.page.compare_box.setCurrentIndex(1)
     side = _shot(qtbot, win, "05a-compare-side-by-side")
     # Side by side: the input's header bar is on screen beside the page's (same blue, more of it).
-    assert _count(side, "#3366cc") > _count(win.preview.grab().toImage(), "#3366cc") > 0
-    win.compare_box.setCurrentIndex(2)
-    win.opacity.setValue(50)
+    assert _count(side, "#3366cc") > _count(win.page.preview.grab().toImage(), "#3366cc") > 0
+    win.page.compare_box.setCurrentIndex(2)
+    win.page.opacity.setValue(50)
     _shot(qtbot, win, "05b-compare-overlay")
     # Overlay at 50 %: the input's white body over the page's blue header blends to a lighter blue;
     # pure page blue remains only where both are blue.
-    qtbot.waitUntil(lambda: _count(win.preview.grab().toImage(), "#3366cc") < page_blue, timeout=20000)
-    win.compare_box.setCurrentIndex(0)
+    qtbot.waitUntil(lambda: _count(win.page.preview.grab().toImage(), "#3366cc") < page_blue, timeout=20000)
+    win.page.compare_box.setCurrentIndex(0)
     win.history_dock.show()
     _shot(qtbot, win, "07-history-panel")
     win.history_dock.hide()
@@ -111,23 +111,23 @@ def test_main_states(qtbot: QtBot, model_win: MainWindow, tmp_path: Path) -> Non
     win.models_dialog.close()
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
-    win.open_path(bad)
+    win.inputs.open_path(bad)
     _shot(qtbot, win, "08-error")
     assert win.banner.isVisible() and win.banner.kind == "error"
     assert _count(win.banner.grab().toImage(), "#c62828", 40) > 20  # the error icon is red
-    win.open_sketch()
-    assert win.sketch_dialog is not None
-    c = win.sketch_dialog.canvas
+    win.inputs.open_sketch()
+    assert win.inputs.sketch_dialog is not None
+    c = win.inputs.sketch_dialog.canvas
     from PySide6.QtCore import QPoint, QRect
 
     c.draw_rect(QRect(20, 20, 900, 80))
     c.draw_text(QPoint(40, 70), "My site")
     c.draw_rect(QRect(20, 130, 420, 300))
-    sketch = _shot(qtbot, win.sketch_dialog, "09-sketch")
+    sketch = _shot(qtbot, win.inputs.sketch_dialog, "09-sketch")
     ink = _rgb(c.grab().toImage()).max(axis=2) < 100  # dark strokes on the light canvas
     assert ink.sum() > 500, "the sketch's rectangles and text are not drawn"
     assert sketch.width() > 0
-    win.sketch_dialog.close()
+    win.inputs.sketch_dialog.close()
     win.open_get_model()
     assert win.get_model_dialog is not None
     _shot(qtbot, win.get_model_dialog, "10-get-model")
