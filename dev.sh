@@ -3,6 +3,8 @@
 #
 #   ./dev.sh run  [web2code args]   install into .venv/ and start the application
 #   ./dev.sh test [pytest args]     install with test extras into .venv/ and run every check
+#   ./dev.sh test-vulkan [args]     CI's second stage: the Vulkan build in .venv-vulkan/, the offload
+#                                   tests on Mesa's software Vulkan (packaging/llama.cpp/vulkan.sh)
 #
 # Both are fast when nothing changed: a stamp in .venv/ records a hash of what the
 # install depends on, and it is written only after a complete install, so an
@@ -37,7 +39,8 @@ install_hash() {
     {
         "$py" -c 'import sys, platform; print(sys.version, platform.machine())'
         echo "CMAKE_ARGS=${CMAKE_ARGS:-}"
-        cat "$ROOT/pyproject.toml" "$ROOT/packaging/llama.cpp/build_wheel.py" "$ROOT"/packaging/llama.cpp/patches/*.patch
+        cat "$ROOT/pyproject.toml" "$ROOT/packaging/llama.cpp/build_wheel.py" "$ROOT/packaging/llama.cpp/vulkan.py" \
+            "$ROOT"/packaging/llama.cpp/patches/*.patch
     } | if command -v sha256sum >/dev/null 2>&1; then sha256sum; else shasum -a 256; fi | cut -d' ' -f1
 }
 
@@ -143,6 +146,12 @@ ensure_llama_server() {
     export WEB2CODE_LLAMA_SERVER="$exe"
 }
 
+# esbuild, React and Vue for the export tests (tests/unit/test_export.py), pinned, in a cache folder
+# outside the repository; without node/npm the script says so and those checks skip.
+ensure_node_tools() {
+    bash "$ROOT/packaging/node-tools.sh" >/dev/null || die "installing the export tests' node tools failed (see the line above)"
+}
+
 qt_env() {
     # QtWebEngine's Chromium refuses to start as root unless its sandbox is off.
     if [ "$(id -u)" -eq 0 ]; then export QTWEBENGINE_DISABLE_SANDBOX=1; fi
@@ -180,10 +189,17 @@ case "$cmd" in
         ensure_debian_packages
         ensure_venv "test"
         ensure_llama_server
+        ensure_node_tools
         run_checks "$@"
         ;;
+    test-vulkan)
+        ensure_debian_packages
+        CMAKE_ARGS="" ensure_venv "test"   # the CPU build: the reference, and every other package
+        qt_env
+        VENV="$VENV" exec "$ROOT/packaging/llama.cpp/vulkan.sh" "$@"
+        ;;
     *)
-        echo "usage: ./dev.sh run [web2code args] | ./dev.sh test [pytest args]" >&2
+        echo "usage: ./dev.sh run [web2code args] | ./dev.sh test [pytest args] | ./dev.sh test-vulkan [pytest args]" >&2
         exit 2
         ;;
 esac

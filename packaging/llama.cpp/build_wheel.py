@@ -19,6 +19,9 @@ source instead (only that CMake target, not the wheel), caches it next to the
 wheels under the same key, and prints its path: the integration tests serve
 our GGUF pair with it (``./dev.sh test`` builds it once per key).
 
+With ``CMAKE_ARGS="-DGGML_VULKAN=on"`` the machine is set up for Vulkan first
+(``vulkan.py``: packages, and newer headers where the system's are too old).
+
 Runs on the standard library only: it is called before the project installs.
 """
 
@@ -74,14 +77,33 @@ def build_key() -> str:
     return h.hexdigest()[:16]
 
 
-def run(cmd: list[str], cwd: Path | None = None,
-        log: Path | None = None) -> subprocess.CompletedProcess[str]:
+def run(cmd: list[str], cwd: Path | None = None, log: Path | None = None,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     if log is None:
-        return subprocess.run(cmd, cwd=cwd, text=True, capture_output=True, check=False)
+        return subprocess.run(cmd, cwd=cwd, text=True, capture_output=True, check=False, env=env)
     with log.open("a") as fh:
         fh.write(f"\n$ {' '.join(cmd)}\n")
         fh.flush()
-        return subprocess.run(cmd, cwd=cwd, text=True, stdout=fh, stderr=subprocess.STDOUT, check=False)
+        return subprocess.run(cmd, cwd=cwd, text=True, stdout=fh, stderr=subprocess.STDOUT, check=False, env=env)
+
+
+def backend_cmake_args(log: Path | None, *, build: bool = True) -> list[str]:
+    """Set the machine up for the GPU backend CMAKE_ARGS asks for; extra CMake arguments it needs.
+
+    Only Vulkan needs anything (``vulkan.py``). The build key stays on the
+    user's CMAKE_ARGS: these extras only say where the same inputs are.
+    """
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("w2c_vulkan", HERE / "vulkan.py")
+    assert spec is not None and spec.loader is not None
+    vulkan = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(vulkan)
+    try:
+        args: list[str] = vulkan.cmake_args(cache_dir() / "vulkan", log, build=build)
+    except vulkan.VulkanSetupError as exc:
+        raise BuildError(str(exc)) from None
+    return args
 
 
 def fetch_sdist(dest: Path) -> Path:
@@ -160,10 +182,12 @@ def build_wheel(log: Path) -> Path:
     key = build_key()
     target_dir = cache_dir() / key
     existing = sorted(target_dir.glob("llama_cpp_python-*.whl"))
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    extra = backend_cmake_args(log, build=not existing)
     if existing:
         return existing[0]
     check_compiler()
-    cache_dir().mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, CMAKE_ARGS=" ".join([os.environ.get("CMAKE_ARGS", ""), *extra]).strip())
     with tempfile.TemporaryDirectory(prefix="build.", dir=cache_dir()) as tmp:
         work = Path(tmp)
         src = prepare_source(work, log)
@@ -171,7 +195,7 @@ def build_wheel(log: Path) -> Path:
         env_parallel = os.environ.setdefault("CMAKE_BUILD_PARALLEL_LEVEL", str(os.cpu_count() or 2))
         print(f"building llama-cpp-python {LLAMA_CPP_PYTHON_VERSION} with {env_parallel} jobs "
               f"(CMAKE_ARGS={os.environ.get('CMAKE_ARGS', '')!r}); log: {log}", file=sys.stderr)
-        proc = run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(out), str(src)], log=log)
+        proc = run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(out), str(src)], log=log, env=env)
         wheels = list(out.glob("llama_cpp_python-*.whl"))
         if proc.returncode != 0 or not wheels:
             raise BuildError(f"building llama-cpp-python failed; see the last lines of {log}")
@@ -192,7 +216,7 @@ def _cmake_targets(work: Path, targets: tuple[str, ...], log: Path, *options: st
         raise BuildError("cmake is needed to build llama.cpp's tools (Debian: apt-get install cmake)")
     src = prepare_source(work, log) / VENDOR_SUBDIR
     build = work / "build"
-    extra = os.environ.get("CMAKE_ARGS", "").split()
+    extra = [*os.environ.get("CMAKE_ARGS", "").split(), *backend_cmake_args(log)]
     gen = ["-G", "Ninja"] if shutil.which("ninja") else []
     if run(["cmake", "-S", str(src), "-B", str(build), *gen, "-DCMAKE_BUILD_TYPE=Release",
             "-DBUILD_SHARED_LIBS=OFF", "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF",

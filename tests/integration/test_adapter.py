@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 from tests.fixtures_models import TinyPair
+from tests.offload import OFFLOAD
 from web2code.app.engine import llama
 from web2code.app.engine.backend import LocalBackend
 from web2code.app.engine.events import Failed, Finished, GenerationParams, Token
@@ -49,6 +50,7 @@ def _child(folder: Path, body: str) -> subprocess.CompletedProcess[str]:
         from web2code.app.engine.events import GenerationParams, Token, Finished, Failed
         from web2code.app.errors import EngineClosed
         from pathlib import Path
+        from tests.offload import OFFLOAD
         pair = discover(Path(sys.argv[1]))[0]
         img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8))
     """) + textwrap.dedent(body)
@@ -66,7 +68,7 @@ def _child(folder: Path, body: str) -> subprocess.CompletedProcess[str]:
 ])
 def test_a_session_used_after_close_raises_the_projects_error(tiny_pair: TinyPair, call: str) -> None:
     r = _child(tiny_pair.dir, f"""
-        s = Session(pair, EngineOptions(n_gpu_layers=0))
+        s = Session(pair, EngineOptions(**OFFLOAD))
         s.close()
         s.close()  # idempotent
         try:
@@ -82,7 +84,7 @@ def test_a_session_used_after_close_raises_the_projects_error(tiny_pair: TinyPai
 
 def test_closing_a_local_backend_during_a_run_ends_the_run_cleanly(long_pair: Path) -> None:
     r = _child(long_pair, """
-        b = LocalBackend(pair, EngineOptions(n_gpu_layers=0, speculative=False))
+        b = LocalBackend(pair, EngineOptions(**OFFLOAD, speculative=False))
         events = []
         started = threading.Event()
         def consume():
@@ -110,7 +112,7 @@ def test_closing_a_local_backend_during_a_run_ends_the_run_cleanly(long_pair: Pa
 
 def test_close_from_another_thread_during_prefill_cancels_it(tiny_pair: TinyPair) -> None:
     """Prefill runs with llama.cpp's abort callback: close() stops the decode and frees after it."""
-    model = llama.Model(_pair(tiny_pair).model, n_gpu_layers=0)
+    model = llama.Model(_pair(tiny_pair).model, n_gpu_layers=OFFLOAD["n_gpu_layers"])
     ctx = llama.Context(model, llama.ContextParams(n_ctx=512, n_batch=512, n_ubatch=512))
     ctx.set_abortable(True)
     closer = threading.Timer(0.001, model.close)
@@ -174,7 +176,7 @@ def test_a_load_that_fails_half_way_frees_the_model(tiny_pair: TinyPair, tmp_pat
     monkeypatch.setattr(llama, "Model", spy)
     monkeypatch.setattr(llama, "Vision", broken_vision)
     with pytest.raises(ModelError):
-        Session(_pair(tiny_pair), EngineOptions(n_gpu_layers=0))
+        Session(_pair(tiny_pair), EngineOptions(**OFFLOAD))
     assert made and all(m.closed for m in made)  # the pair's model (and the CLS probe's)
 
 
@@ -200,9 +202,9 @@ def test_the_same_seed_gives_the_same_tokens_on_every_path(tiny_pair: TinyPair, 
                          seed=2**32 - 1)
     out = {}
     for name, opts, params in (
-            ("plain", EngineOptions(n_gpu_layers=0, speculative=False), p),
-            ("speculative", EngineOptions(n_gpu_layers=0, speculative=True), p),
-            ("variant 0 of 2", EngineOptions(n_gpu_layers=0), p.replace(n_variants=2))):
+            ("plain", EngineOptions(**OFFLOAD, speculative=False), p),
+            ("speculative", EngineOptions(**OFFLOAD, speculative=True), p),
+            ("variant 0 of 2", EngineOptions(**OFFLOAD), p.replace(n_variants=2))):
         with LocalBackend(pair, opts) as b:
             events = list(b.generate(img, params))
         assert not [e for e in events if isinstance(e, Failed)], events[-1]

@@ -26,6 +26,7 @@ import pytest
 from PIL import Image
 
 from tests.fixtures_models import TinyPair
+from tests.offload import OFFLOAD
 from web2code.app.engine.backend import LocalBackend
 from web2code.app.engine.events import Event, Failed, Finished, GenerationParams, Progress, Started, Token
 from web2code.app.engine.pair import ModelPair, discover, inspect_pair
@@ -64,9 +65,9 @@ def _alive(pid: int) -> bool:
 # ---------------------------------------------------------------- worker
 def test_worker_generates_the_same_tokens_as_the_local_engine(pair: ModelPair) -> None:
     p = GenerationParams(temperature=0.0, max_tokens=12)
-    with LocalBackend(pair, EngineOptions(n_gpu_layers=0)) as local:
+    with LocalBackend(pair, EngineOptions(**OFFLOAD)) as local:
         expected, _ = _tokens(local.generate(_image(), p))
-    with WorkerBackend(pair, EngineOptions(n_gpu_layers=0)) as worker:
+    with WorkerBackend(pair, EngineOptions(**OFFLOAD)) as worker:
         got, events = _tokens(worker.generate(_image(), p))
         assert worker.pid is not None and worker.pid != os.getpid()
         # Second request: same child, engine caches kept.
@@ -78,7 +79,7 @@ def test_worker_generates_the_same_tokens_as_the_local_engine(pair: ModelPair) -
 
 
 def test_killed_worker_becomes_failed_and_the_next_request_works(pair: ModelPair) -> None:
-    with WorkerBackend(pair, EngineOptions(n_gpu_layers=0)) as worker:
+    with WorkerBackend(pair, EngineOptions(**OFFLOAD)) as worker:
         events: list[Event] = []
         first_pid = None
         for ev in worker.generate(_image(), GenerationParams(temperature=0.0, max_tokens=2000)):
@@ -97,7 +98,7 @@ def test_killed_worker_becomes_failed_and_the_next_request_works(pair: ModelPair
 
 
 def test_worker_cancel_and_close_leave_no_process(pair: ModelPair) -> None:
-    worker = WorkerBackend(pair, EngineOptions(n_gpu_layers=0))
+    worker = WorkerBackend(pair, EngineOptions(**OFFLOAD))
     n = 0
     fin = None
     for ev in worker.generate(_image(), GenerationParams(temperature=0.0, max_tokens=2000)):
@@ -126,7 +127,7 @@ def test_worker_exits_when_its_parent_dies(pair: ModelPair, tmp_path: Path) -> N
         from web2code.app.engine.events import GenerationParams, Token
         from web2code.app.engine.session import EngineOptions
         w = WorkerBackend(ModelPair(Path({str(pair.model)!r}), Path({str(pair.mmproj)!r})),
-                          EngineOptions(n_gpu_layers=0))
+                          EngineOptions(**{OFFLOAD!r}))
         for ev in w.generate(Image.new("RGB", (336, 336)), GenerationParams(max_tokens=2000)):
             if isinstance(ev, Token):
                 print(w.pid, flush=True)
@@ -307,7 +308,7 @@ def test_remote_server_killed_mid_stream_is_a_clear_failure(pair: ModelPair) -> 
 def test_worker_outlives_the_thread_that_started_it(pair: ModelPair) -> None:
     # The GUI runs each request on some thread; the child must not die with it
     # (PR_SET_PDEATHSIG follows the forking thread) and keep its loaded model.
-    with WorkerBackend(pair, EngineOptions(n_gpu_layers=0)) as worker:
+    with WorkerBackend(pair, EngineOptions(**OFFLOAD)) as worker:
         results: list[list[Event]] = []
 
         def one() -> None:

@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 
 from tests.fixtures_models import TinyPair
+from tests.offload import OFFLOAD
 from tests.unit.test_prompt import expected_prompt_token_ids
 from web2code.app.engine.backend import LocalBackend
 from web2code.app.engine.events import Event, Failed, Finished, GenerationParams, Progress, Started, Token
@@ -52,7 +53,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory, reference_tokenizer: Path) ->
 
 @pytest.fixture(scope="module")
 def backend(pair: ModelPair) -> Iterator[LocalBackend]:
-    b = LocalBackend(pair, EngineOptions(n_gpu_layers=0, kv_f32=True))
+    b = LocalBackend(pair, EngineOptions(**OFFLOAD, kv_f32=True))
     yield b
     b.close()
 
@@ -253,7 +254,7 @@ def test_variants_decode_in_parallel_and_greedy_variants_agree(backend: LocalBac
 def test_quantized_pair_loads_and_generates(tiny_pair: TinyPair) -> None:
     q8 = [p for p in discover(tiny_pair.dir) if p.quant == "Q8_0"]
     assert q8
-    with LocalBackend(q8[0], EngineOptions(n_gpu_layers=0)) as b:
+    with LocalBackend(q8[0], EngineOptions(**OFFLOAD)) as b:
         ids, _, fin, _ = _run(b.generate(_image(0), GenerationParams(temperature=0.0, max_tokens=8)))
     assert fin is not None and len(ids) == 8
 
@@ -261,9 +262,9 @@ def test_quantized_pair_loads_and_generates(tiny_pair: TinyPair) -> None:
 def test_speculative_decoding_leaves_greedy_output_unchanged(pair: ModelPair) -> None:
     img = _image(11)
     p = GenerationParams(temperature=0.0, max_tokens=64)
-    with LocalBackend(pair, EngineOptions(n_gpu_layers=0, kv_f32=True, speculative=False)) as plain:
+    with LocalBackend(pair, EngineOptions(**OFFLOAD, kv_f32=True, speculative=False)) as plain:
         expected, _, fin_plain, _ = _run(plain.generate(img, p))
-    with LocalBackend(pair, EngineOptions(n_gpu_layers=0, kv_f32=True, speculative=True)) as spec:
+    with LocalBackend(pair, EngineOptions(**OFFLOAD, kv_f32=True, speculative=True)) as spec:
         got, _, fin, _ = _run(spec.generate(img, p))
         # Reuse after a speculative run: its KV bookkeeping must still be exact.
         again, _, _, _ = _run(spec.generate(img, p))
@@ -277,7 +278,7 @@ def test_speculative_decoding_leaves_greedy_output_unchanged(pair: ModelPair) ->
 def test_speculative_sampling_is_reproducible_by_seed(pair: ModelPair) -> None:
     img = _image(12)
     p = GenerationParams(temperature=1.0, max_tokens=32, seed=77)
-    with LocalBackend(pair, EngineOptions(n_gpu_layers=0, speculative=True)) as spec:
+    with LocalBackend(pair, EngineOptions(**OFFLOAD, speculative=True)) as spec:
         a, _, fa, _ = _run(spec.generate(img, p))
         b, _, _, _ = _run(spec.generate(img, p))
     assert a == b and fa is not None and fa.stats.seed == 77
@@ -291,7 +292,7 @@ def test_unpatched_llama_cpp_is_detected_and_image_generation_refused(pair: Mode
     assert real.class_token_first  # our build
     # Simulate the stock graph: what the probe reports on an unpatched llama.cpp.
     monkeypatch.setattr(clsprobe, "probe", lambda workdir=None: clsprobe.ProbeResult(False, 0.69, 0.0004))
-    with LocalBackend(pair, EngineOptions(n_gpu_layers=0)) as b:
+    with LocalBackend(pair, EngineOptions(**OFFLOAD)) as b:
         events = list(b.generate(_image(), GenerationParams(max_tokens=2)))
         assert b.session is not None and not b.session.cls_order_ok
         assert any("class-token bug" in w for w in b.session.warnings)
@@ -319,7 +320,7 @@ def test_padding_rows_change_neither_the_variants_nor_the_kept_kv_cache(pair: Mo
     p = GenerationParams(temperature=1.5, max_tokens=10, n_variants=3, seed=21)
     out: dict[bool, dict[int, list[int]]] = {}
     for pad in (False, True):
-        with Session(pair, EngineOptions(n_gpu_layers=0, kv_f32=True, pad_batches=pad)) as s:
+        with Session(pair, EngineOptions(**OFFLOAD, kv_f32=True, pad_batches=pad)) as s:
             rows = _decode_rows(s)
             per: dict[int, list[int]] = {}
             for ev in s.run(img, p):
@@ -347,7 +348,7 @@ def test_speculative_verify_batches_are_padded_on_the_cpu(pair: ModelPair) -> No
         assert s.new_drafter().draft_max == 3  # the default on the CPU: one 4-row batch
     for pad in (False, True):
         # Two drafts: 3-row verify batches, which padding turns into 4.
-        with Session(pair, EngineOptions(n_gpu_layers=0, kv_f32=True, speculative=True, draft_max=2,
+        with Session(pair, EngineOptions(**OFFLOAD, kv_f32=True, speculative=True, draft_max=2,
                                          pad_batches=pad)) as s:
             rows = _decode_rows(s)
             texts[pad] = [e.token_id for e in s.run(img, p) if isinstance(e, Token)]
@@ -360,7 +361,7 @@ def test_speculative_verify_batches_are_padded_on_the_cpu(pair: ModelPair) -> No
 def test_html_requests_seed_the_drafter_with_the_prior(pair: ModelPair) -> None:
     from web2code.app.engine.speculative import prior_text
 
-    with Session(pair, EngineOptions(n_gpu_layers=0)) as s:
+    with Session(pair, EngineOptions(**OFFLOAD)) as s:
         prior = s.tokenize(prior_text())
         html = s.new_drafter(html=True).index.tokens
         plain = s.new_drafter(html=False).index.tokens
@@ -371,7 +372,7 @@ def test_html_requests_seed_the_drafter_with_the_prior(pair: ModelPair) -> None:
 
 def test_growing_the_context_for_variants_keeps_the_prompt_in_the_kv_cache(pair: ModelPair) -> None:
     img = _image(14)
-    with Session(pair, EngineOptions(n_gpu_layers=0, kv_f32=True)) as s:
+    with Session(pair, EngineOptions(**OFFLOAD, kv_f32=True)) as s:
         first = [e for e in s.run(img, GenerationParams(temperature=0.0, max_tokens=6))]
         single = [e.token_id for e in first if isinstance(e, Token)]
         n_seq_before = s._n_seq_max

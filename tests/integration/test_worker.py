@@ -26,6 +26,7 @@ from PIL import Image
 
 from tests.fixtures_models import TinyPair
 from tests.integration.test_backends import _alive
+from tests.offload import OFFLOAD
 from web2code.app.engine import worker as worker_mod
 from web2code.app.engine.backend import Request
 from web2code.app.engine.events import Event, Failed, Finished, GenerationParams, Progress, Token
@@ -57,7 +58,7 @@ def pair(tiny_pair: TinyPair) -> ModelPair:
 
 @pytest.fixture
 def worker(pair: ModelPair) -> Iterator[WorkerBackend]:
-    w = WorkerBackend(pair, EngineOptions(n_gpu_layers=0, n_threads=1))
+    w = WorkerBackend(pair, EngineOptions(**OFFLOAD, n_threads=1))
     yield w
     pid = w.pid
     if pid is not None:  # never leave a stopped child behind, whatever the test did
@@ -190,6 +191,8 @@ def test_the_child_beats_while_a_request_runs_and_is_quiet_when_idle(pair: Model
     assert proc.stdin is not None and proc.stdout is not None
     try:
         for cmd in ({"op": "load", "pair": {"model": str(pair.model), "mmproj": str(pair.mmproj)},
+                     # On the CPU even with the offload switch: the protocol's timing is the subject, and
+                     # 2,000 steps of four variants take many minutes on a software GPU.
                      "options": {"n_gpu_layers": 0, "n_threads": 1, "speculative": False}},
                     # Four variants, one token a step: a few seconds of work, with the load.
                     {"op": "run", "request": request_to_dict(Request(_image(), LONG.replace(n_variants=4)))}):

@@ -27,13 +27,15 @@ class Model(Handle):
     the whole model does not load on the GPU), 0 = CPU only, N = N layers.
     ``read_weights`` reads the file instead of mapping it; ``repack`` lets the CPU
     backend repack weights for its faster kernels. ``progress`` gets the load
-    fraction and returns False to cancel the load.
+    fraction and returns False to cancel the load. ``cpu_only`` gives llama.cpp no
+    GPU device at all (its KV cache and compute buffers then stay on the CPU too).
     """
 
     kind = "model"
 
     def __init__(self, path: Path, *, n_gpu_layers: int | None = 0, read_weights: bool = False,
-                 repack: bool = True, progress: Callable[[float], bool] | None = None) -> None:
+                 repack: bool = True, progress: Callable[[float], bool] | None = None,
+                 cpu_only: bool = False) -> None:
         super().__init__()
         import llama_cpp
 
@@ -42,6 +44,11 @@ class Model(Handle):
         self.warnings: list[str] = []
         mparams = llama_cpp.llama_model_default_params()
         mparams.n_gpu_layers = -1 if n_gpu_layers is None else int(n_gpu_layers)
+        # An empty, NULL-terminated device list: the model, its contexts and their buffers on the CPU alone.
+        self._no_devices = (ctypes.c_void_p * 1)()
+        if cpu_only:
+            mparams.n_gpu_layers = 0
+            mparams.devices = ctypes.addressof(self._no_devices)
         if read_weights:
             # Read the file instead of mapping it (see Session: one copy of the weights on the CPU).
             mparams.load_mode = llama_cpp.LLAMA_LOAD_MODE_NONE
@@ -61,6 +68,7 @@ class Model(Handle):
             # "auto" asked for every layer on the GPU and that did not fit: run on the CPU instead.
             self.warnings.append("The model did not fit on the GPU; running on the CPU.")
             mparams.n_gpu_layers = 0
+            mparams.devices = ctypes.addressof(self._no_devices)
             ptr = llama_cpp.llama_model_load_from_file(str(self.path).encode(), mparams)
         if not ptr:
             if cancelled[0]:
@@ -110,7 +118,10 @@ def _parse_devices(lines: Sequence[str]) -> tuple[tuple[str, ...], int]:
     devices: list[str] = []
     offloaded = 0
     for ln in lines:
-        m = re.search(r"using device (\S+) \(([^)]*)\)", ln)
+        # "using device Vulkan0 (llvmpipe (LLVM 15.0.6, 256 bits)) (unknown id) - 2048 MiB free":
+        # the description may hold parentheses of its own.
+        m = (re.search(r"using device (\S+) \((.*)\) \([^()]*\) - \d+ MiB free", ln)
+             or re.search(r"using device (\S+) \(([^)]*)\)", ln))
         if m:
             devices.append(f"{m.group(1)} ({m.group(2)})")
         m = re.search(r"offloaded (\d+)/(\d+) layers to GPU", ln)
