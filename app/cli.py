@@ -413,9 +413,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise UsageError("use -o for one image or --out-dir for a batch, not both")
     params = _params(args, args.instruction)
     interrupts = _interrupts(args)
+    if not args.backend:
+        resolve_pair(args)  # a missing model is said before the image is prepared
     image, prepared = cli_prepare.prepared_input(images[0], args)
     if prepared is not None and prepared.changed and not args.json:
         print(f"prepared: {prepared.note}", file=sys.stderr)
+    _read_text_ahead(image, args)
     with make_backend(args) as backend:
         session = getattr(backend, "session", None)
         with interrupts.cancelling(backend.cancel):
@@ -460,6 +463,24 @@ def cmd_generate(args: argparse.Namespace) -> int:
         if out.stats and out.stats.max_tokens_clamped:
             print("note: --max-tokens was lowered to what fits in the 2048-token context", file=sys.stderr)
     return 0
+
+
+def _read_text_ahead(image: Any, args: argparse.Namespace) -> None:
+    """The image's text, read in this process while the engine loads and encodes (the engine drafts from
+    it once it is in the OCR cache, and --pick best scores with it); never waited for."""
+    if args.backend or getattr(args, "no_speculative", False):
+        return
+
+    def read() -> None:
+        from .engine.image import load_image
+        from .fidelity.ocr import read_blocks
+
+        with contextlib.suppress(Exception):  # drafts and scores only get faster with it
+            if hasattr(os, "setpriority"):  # the cores llama.cpp leaves idle (Linux: per thread)
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+            read_blocks(load_image(image))
+
+    threading.Thread(target=read, name="web2code-read-text", daemon=True).start()
 
 
 def _pick_variant(args: argparse.Namespace, image: Path, out: Any) -> dict[str, Any] | None:

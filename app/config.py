@@ -66,10 +66,12 @@ def _umask() -> int:
     return current
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes, *, private: bool = False) -> None:
     """Write to a temporary name in the same folder, fsync, rename into place.
 
-    An interrupted write leaves the old file (or none), never half a file.
+    An interrupted write leaves the old file (or none), never half a file. The file gets the
+    mode a plain ``open()`` would give it (the umask's), or the mode of the file it replaces;
+    ``private``: readable by the user only (settings that hold an API key).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".incomplete", dir=path.parent)
@@ -79,11 +81,15 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             fh.flush()
             # mkstemp makes the file 0600: give it what a plain open() would (the umask's mode),
             # or keep the mode of the file it replaces
-            try:
-                mode = stat.S_IMODE(path.stat().st_mode)
-            except OSError:
-                mode = 0o666 & ~_umask()
-            os.fchmod(fh.fileno(), mode)
+            if private:
+                mode = 0o600
+            else:
+                try:
+                    mode = stat.S_IMODE(path.stat().st_mode)
+                except OSError:
+                    mode = 0o666 & ~_umask()
+            if hasattr(os, "fchmod"):  # POSIX
+                os.fchmod(fh.fileno(), mode)
             os.fsync(fh.fileno())
         Path(tmp).replace(path)
     except BaseException:
@@ -131,4 +137,4 @@ class Settings:
         return cls(**values)
 
     def save(self) -> None:
-        atomic_write_bytes(self.path(), json.dumps(dataclasses.asdict(self), indent=2).encode())
+        atomic_write_bytes(self.path(), json.dumps(dataclasses.asdict(self), indent=2).encode(), private=True)

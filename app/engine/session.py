@@ -13,6 +13,12 @@ re-encodes the image on every call, and formats a different prompt. Here:
   every step's logits by the sampler (sampling.py; CONVERSION.md §3.7), the one
   sampler of every path: the same seed gives the same tokens with or without
   speculative drafts, and as variant 0 of N;
+* the text before the image (system prompt and ``USER:``) is the same for
+  every request: it is evaluated once at load and its KV cells are kept, so a
+  cold request only encodes the image and evaluates what follows it;
+* the input image's text is read (OCR, ocrdraft.py) in a thread started with
+  the request, while the image is encoded and the prompt evaluated; once it is
+  done its lines and colours become a second draft source (never waited for);
 * ``n_variants`` sequences decode in parallel in one context, sharing the
   image and prompt prefix;
 * cancel is checked between tokens and inside llama_decode (abort callback);
@@ -39,12 +45,13 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from ..errors import Cancelled, EngineClosed, GenerationError, RequestError
+from ..errors import Cancelled, EngineClosed, GenerationError, ModelError, RequestError
 from . import llama
 from .events import Event, Finished, GenerationParams, Progress, Started, Stats, Token
-from .image import image_fingerprint, prepare_for_model
+from .image import image_fingerprint, load_image, prepare_for_model
+from .ocrdraft import ImageText, build_text_source, read_image_text
 from .pair import ModelPair, PairInfo, inspect_pair
-from .prompt import EOS_ID, Exchange, PartKind, Prompt, build_prompt
+from .prompt import DEFAULT_INSTRUCTION, EOS_ID, Exchange, PartKind, Prompt, build_prompt
 from .sampling import SamplingRule, TokenSampler
 from .speculative import (
     CPU_BATCH_ROWS,
@@ -108,6 +115,17 @@ class EngineOptions:
     # repacked GEMM kernel and costs less than 3 rows (7B Q4_K_M, 2 threads: 1.53x vs 2.07x one row).
     # None = auto: on when no layer runs on a GPU.
     pad_batches: bool | None = None
+    # Drafts from the image's own text (OCR in a thread during the image encode; ocrdraft.py).
+    ocr_drafts: bool = True
+    # Read the text here when nobody has yet. Off: only a result the client left in the OCR cache
+    # (the window and the command line read it in their own process while the image is encoded),
+    # picked up as soon as it appears; the OCR engine (~0.28 GiB) then never loads in this process.
+    ocr_run: bool = False
+    # Wait for the OCR before the first decode step (tests and the replay bench measure the drafts,
+    # not the race with a tiny model); the application never waits.
+    ocr_wait: bool = False
+    # Evaluate the text before the image at load and keep its KV cells (time to first token).
+    warm_prefix: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.n_threads, bool) or not isinstance(self.n_threads, int) \
@@ -144,6 +162,49 @@ class _SpecResult:
     drafted: int = 0
     accepted: int = 0
     finish_reason: str = "stop"
+    drafter: Drafter | None = None  # its per-source counts (Session.last_drafts)
+
+
+class _OcrJob:
+    """The image's text, read in a daemon thread started with the request (ocrdraft.read_image_text).
+    Nobody waits for it: the decode loop takes the result once ``done`` (or never)."""
+
+    POLL_S = 0.25  # without ``run``: how often the cache is looked at for the client's result
+    MAX_WAIT_S = 600.0
+
+    def __init__(self, image: Image.Image, *, run: bool) -> None:
+        self.result: ImageText | None = None
+        self.error = ""
+        self._done = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._work, args=(image, run), name="web2code-ocr", daemon=True)
+        self._thread.start()
+
+    def _work(self, image: Image.Image, run: bool) -> None:
+        try:
+            if not run:  # wait (cheaply, bounded) for the client's result to reach the cache
+                from ..fidelity.ocr import cache_file
+
+                target = cache_file(image)
+                deadline = time.monotonic() + self.MAX_WAIT_S
+                while not target.exists():
+                    if self._stop.wait(self.POLL_S) or time.monotonic() > deadline:
+                        return
+            self.result = read_image_text(image, run=run)
+        except Exception as exc:  # no text drafts then; the request itself is unaffected
+            self.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            self._done.set()
+
+    def stop(self) -> None:
+        """The request ended: stop looking for a cached result."""
+        self._stop.set()
+
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._done.wait(timeout)
 
 
 class Session:
@@ -173,6 +234,12 @@ class Session:
         self._kv_keys: list[PosKey] = []  # what sequence 0 holds in the KV cache
         self._images: OrderedDict[str, F32] = OrderedDict()
         self.load_s = 0.0
+        self.prefix_s = 0.0  # evaluating the text before the image at load
+        # The last request's drafting, for the bench and debugging: (drafted, accepted, steps) per
+        # source, and the image text (None: no OCR ran or it was not ready before the end).
+        self.last_drafts: dict[str, tuple[int, int, int]] = {}
+        self.last_ocr: ImageText | None = None
+        self.last_ocr_ready_step = -1  # the decode step at which the image text joined (-1: never)
         self.devices: tuple[str, ...] = ()
         self.n_gpu_layers_offloaded = 0
         self.cls_order_ok: bool | None = None
@@ -211,11 +278,51 @@ class Session:
         if pad is None:
             pad = self.n_gpu_layers_offloaded == 0
         self._pad_rows = CPU_BATCH_ROWS if pad else 0
-        self._create_context(self.options.n_ctx, 1)
-        self._vision = llama.Vision(self.pair.mmproj, self._model, use_gpu=self.options.vision_gpu,
-                                    n_threads=self.options.threads(),
-                                    flash_attention=self.options.flash_attention)
+        try:
+            self._create_context(self.options.n_ctx, 1)
+            self._vision = llama.Vision(self.pair.mmproj, self._model, use_gpu=self.options.vision_gpu,
+                                        n_threads=self.options.threads(),
+                                        flash_attention=self.options.flash_attention)
+        except ModelError:
+            # "auto": the weights fitted but the device had no room for the KV cache, the compute
+            # buffers or the projector. Run everything on the CPU instead (an explicit layer count
+            # is the user's choice: its error stands).
+            if ngl is not None or not llama.supports_gpu_offload() or self._cancel.is_set():
+                raise
+            self._load_on_cpu(progress)
+        if self.options.warm_prefix:
+            self._warm_prefix()
         self.load_s = time.perf_counter() - t0
+
+    def _load_on_cpu(self, progress: Callable[[float], bool] | None) -> None:
+        for h in (self._vision, self._ctx, self._model):
+            if h is not None:
+                h.close()
+        self._vision = self._ctx = None
+        self._model = llama.Model(self.pair.model, n_gpu_layers=0, read_weights=True, progress=progress,
+                                  cpu_only=True)
+        self.warnings.append("The GPU did not have room for the model; running on the CPU.")
+        self.devices = self._model.devices
+        self.n_gpu_layers_offloaded = 0
+        if self.options.pad_batches is None:
+            self._pad_rows = CPU_BATCH_ROWS
+        self._create_context(self.options.n_ctx, 1)
+        self._vision = llama.Vision(self.pair.mmproj, self._model, use_gpu=False, n_threads=self.options.threads(),
+                                    flash_attention=self.options.flash_attention)
+
+    def _warm_prefix(self) -> None:
+        """Evaluate the text before the image (the same for every request) and keep its KV cells:
+        the first request then reuses them like any later one (``_prefill``'s common prefix)."""
+        t0 = time.perf_counter()
+        head = build_prompt(DEFAULT_INSTRUCTION).parts[0]
+        keys: list[PosKey] = list(self.tokenize(head.text))
+        try:
+            for _ in self._prefill(keys, np.zeros((0, 1), dtype=np.float32)):
+                pass
+        except Cancelled:
+            raise Cancelled("Loading the model was cancelled.") from None
+        self._prior_tokens = self.tokenize(prior_text())  # the drafting prior, tokenized once
+        self.prefix_s = time.perf_counter() - t0
 
     def _create_context(self, n_ctx: int, n_seq_max: int) -> None:
         """A new llama.cpp context. Sequence 0's KV cells (the last prompt and answer) move
@@ -434,6 +541,12 @@ class Session:
             raise GenerationError(f"At most {self.options.max_variants} variants at once.")
         img = image if isinstance(image, Image.Image) else None
         size = self.info.image_size or 336
+        ocr: _OcrJob | None = None
+        self.last_drafts, self.last_ocr, self.last_ocr_ready_step = {}, None, -1
+        if self.options.ocr_drafts and n_var == 1 and self.options.speculative is not False:
+            # One decoded copy for both: the OCR reads the original pixels, the model a padded 336².
+            img = load_image(image if img is None else img)
+            ocr = _OcrJob(img, run=self.options.ocr_run or self.options.ocr_wait)
         prepared = prepare_for_model(image if img is None else img, image_size=size)
         yield Progress("encode", 0.0, "Encoding the image")
         t0 = time.perf_counter()
@@ -490,9 +603,14 @@ class Session:
         speculative = self.options.speculative is not False
         if n_var == 1 and speculative:
             s0 = seqs[0]
-            spec = yield from self._generate_speculative(s0, n_prompt, max_new, html=kind != "ask")
+            try:
+                spec = yield from self._generate_speculative(s0, n_prompt, max_new, html=kind != "ask", ocr=ocr)
+            finally:
+                if ocr is not None:
+                    ocr.stop()
             s0.n_generated = spec.n_generated
             t_decode = time.perf_counter() - t2
+            self.last_drafts = spec.drafter.by_source() if spec.drafter is not None else {}
             yield Finished(stats(s0, spec.finish_reason, t_decode, max(spec.n_generated - 1, 0),
                                  drafted=spec.drafted, accepted=spec.accepted))
             return
@@ -547,6 +665,7 @@ class Session:
     def new_drafter(self, *, html: bool = True) -> Drafter:
         """The drafting policy for this device, its history seeded with the HTML prior
         (``html``) and then the prompt in the KV cache."""
+        self._live(self._model)  # the prior is tokenized at load: a closed session must still say so
         on_gpu = self.n_gpu_layers_offloaded > 0
         k = self.options.draft_max or (GPU_DRAFT_MAX if on_gpu else CPU_BATCH_ROWS - 1)
         prior: list[int] = []
@@ -558,9 +677,20 @@ class Session:
         d.extend([key if isinstance(key, int) else -1 for key in self._kv_keys])  # -1: image rows
         return d
 
+    def attach_image_text(self, drafter: Drafter, text: ImageText | None) -> bool:
+        """Give the drafter the image text's source (tokenized here, on the decoding thread);
+        False when there is none (no text, no colours: a sketch)."""
+        self.last_ocr = text
+        if text is None:
+            return False
+        src = build_text_source(text, self.tokenize, self.token_bytes)
+        drafter.attach_text(src)
+        return src is not None
+
     def _generate_speculative(self, seq: _Seq, n_prompt: int, max_new: int, *,
-                              html: bool = True) -> Generator[Token, None, _SpecResult]:
-        """One sequence with n-gram drafts verified in batches (see speculative.py).
+                              html: bool = True, ocr: _OcrJob | None = None
+                              ) -> Generator[Token, None, _SpecResult]:
+        """One sequence with drafts (n-gram, image text) verified in batches (see speculative.py).
 
         Each verified position's token is chosen by the sequence's sampler exactly
         as plain decoding would choose it; a draft is kept only when it equals
@@ -570,8 +700,11 @@ class Session:
         model = self._live(self._model)
         sampler = seq.sampler
         drafter = self.new_drafter(html=html)
-        res = _SpecResult()
+        res = _SpecResult(drafter=drafter)
         pos = n_prompt  # next free position
+        while ocr is not None and self.options.ocr_wait and not ocr.wait(0.05) and not self._cancel.is_set():
+            pass
+        step = 0
 
         def emit(tok: int) -> Token:
             res.n_generated += 1
@@ -592,6 +725,11 @@ class Session:
             if self._cancel.is_set():
                 res.finish_reason = "cancelled"
                 return res
+            if ocr is not None and ocr.done():  # a flag test per step; never waits
+                self.attach_image_text(drafter, ocr.result)
+                self.last_ocr_ready_step = step
+                ocr = None
+            step += 1
             drafts = drafter.propose(max_new - res.n_generated)
             batch = [tok, *drafts]
             try:
@@ -617,11 +755,15 @@ class Session:
                 if i + 1 == len(drafts):
                     drafter.record(len(drafts), len(drafts))
                 if model.is_eog(d):
+                    if i + 1 < len(drafts):
+                        drafter.record(len(drafts), i + 1)
                     res.finish_reason = "stop"
                     self._kv_keys.extend(batch[:i + 2])
                     return res
                 yield emit(d)
                 if res.n_generated >= max_new or self._cancel.is_set():
+                    if i + 1 < len(drafts):
+                        drafter.record(len(drafts), i + 1)
                     res.finish_reason = "length" if res.n_generated >= max_new else "cancelled"
                     self._kv_keys.extend(batch[:i + 2])
                     ctx.seq_rm(0, pos + i + 2, -1)

@@ -30,6 +30,13 @@ Where the drafts come from, and how many (measured at the 7B shapes on a
   16 verify steps accepted fewer tokens per step than the batch's extra cost
   (half a step on the CPU), and probes again every 8 steps.
 
+* A second source drafts from the input image's own text (ocrdraft.py: the
+  OCR's lines in reading order and the dominant colours, ready once the OCR
+  thread that runs during the image encode is done). Per step the policy asks
+  every source that is not paused and takes the proposal with the longest match
+  of what was just written (ties: the source whose drafts were kept more
+  often); the pause rule and the acceptance counts are kept per source.
+
 This module holds the model-free parts (the draft index and the drafting
 policy) so they can be tested on their own; session.py drives llama.cpp.
 """
@@ -38,7 +45,9 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from functools import cache
+from typing import Protocol
 
 #: Rows of one verify batch on the CPU (the repacked kernels' GEMM tile).
 CPU_BATCH_ROWS = 4
@@ -93,6 +102,10 @@ class NgramIndex:
 
     def draft(self, k: int) -> list[int]:
         """Up to k tokens that followed the longest suffix n-gram's last earlier occurrence."""
+        return self.draft_match(k)[0]
+
+    def draft_match(self, k: int) -> tuple[list[int], int]:
+        """The draft and the length n of the suffix n-gram it continues (([], 0): none)."""
         toks = self.tokens
         for n in range(self.n_max, self.n_min - 1, -1):
             if len(toks) < n:
@@ -106,13 +119,49 @@ class NgramIndex:
                     break
                 out.append(t)
             if out:
-                return out
-        return []
+                return out, n
+        return [], 0
+
+
+class TextSource(Protocol):
+    """A draft source over the written tokens (ocrdraft.TextDraftSource)."""
+
+    def draft(self, history: Sequence[int], k: int) -> tuple[list[int], int]: ...
+
+
+#: Names of the draft sources in stats and the bench.
+NGRAM = "ngram"
+OCR = "ocr"
+
+
+@dataclass
+class SourceStats:
+    """One draft source's pause window and counts."""
+
+    window: int
+    recent: deque[int] = field(default_factory=deque)
+    idle: int = 0
+    drafted: int = 0
+    accepted: int = 0
+    steps: int = 0
+
+    def __post_init__(self) -> None:
+        self.recent = deque(maxlen=self.window)
+
+    def paused(self, extra_cost: float) -> bool:
+        r = self.recent
+        return len(r) == r.maxlen and sum(r) < extra_cost * len(r)
+
+    @property
+    def rate(self) -> float:
+        """Accepted share of drafted tokens, 0.5 before any (a neutral start)."""
+        return (self.accepted + 1) / (self.drafted + 2)
 
 
 class Drafter:
-    """The drafting policy: the n-gram index over prior + prompt + output, the draft
-    length, and the pause rule. The engine and the bench's replay both use it."""
+    """The drafting policy: the n-gram index over prior + prompt + output, the optional draft source
+    of the image's text, the draft length, which source proposes, and the pause rule (per source).
+    The engine and the bench's replay both use it."""
 
     def __init__(self, draft_max: int, extra_cost: float, *, prior: Sequence[int] = (),
                  window: int = PAUSE_WINDOW, probe_every: int = PROBE_EVERY) -> None:
@@ -121,12 +170,33 @@ class Drafter:
         self.index = NgramIndex()
         if prior:
             self.index.extend([*prior, -1])  # -1: no draft runs from the prior into the prompt
-        self._recent: deque[int] = deque(maxlen=window)
+        self._window = window
         self._probe_every = probe_every
-        self._idle = 0
-        self.drafted = 0
-        self.accepted = 0
-        self.steps = 0
+        self.sources: dict[str, SourceStats] = {NGRAM: SourceStats(window)}
+        self.text: TextSource | None = None
+        self._last = NGRAM
+
+    def attach_text(self, source: TextSource | None) -> None:
+        """Draft from the image's text too, from the next step on (None: nothing to add)."""
+        if source is not None:
+            self.text = source
+            self.sources.setdefault(OCR, SourceStats(self._window))
+
+    @property
+    def drafted(self) -> int:
+        return sum(s.drafted for s in self.sources.values())
+
+    @property
+    def accepted(self) -> int:
+        return sum(s.accepted for s in self.sources.values())
+
+    @property
+    def steps(self) -> int:
+        return sum(s.steps for s in self.sources.values())
+
+    def by_source(self) -> dict[str, tuple[int, int, int]]:
+        """(drafted, accepted, verify steps) per source."""
+        return {k: (s.drafted, s.accepted, s.steps) for k, s in self.sources.items()}
 
     def extend(self, tokens: Sequence[int]) -> None:
         self.index.extend(tokens)
@@ -136,22 +206,47 @@ class Drafter:
 
     @property
     def paused(self) -> bool:
-        r = self._recent
-        return len(r) == r.maxlen and sum(r) < self.extra_cost * len(r)
+        """The n-gram source is paused."""
+        return self.sources[NGRAM].paused(self.extra_cost)
+
+    def _draft(self, name: str, k: int) -> tuple[list[int], int]:
+        if name == OCR and self.text is not None:
+            return self.text.draft(self.index.tokens, k)
+        return self.index.draft_match(k)
 
     def propose(self, room: int) -> list[int]:
         """Drafts for the next positions (at most ``room``); [] when none or paused."""
-        if room <= 0 or (self.paused and self._idle < self._probe_every):
-            self._idle += 1
+        best: tuple[int, float, str, list[int]] | None = None
+        k = min(self.draft_max, room)
+        for name, st in self.sources.items():
+            if k <= 0 or (st.paused(self.extra_cost) and st.idle < self._probe_every):
+                st.idle += 1
+                continue
+            out, n = self._draft(name, k)
+            if not out:
+                st.idle += 1
+                continue
+            # The longest match of what was written wins (the n-gram index matches at most n_max
+            # tokens; recognised text matched further is stronger evidence); ties go to the source
+            # whose drafts were kept more often.
+            key = (n, st.rate, name, out)
+            if best is None or key[:2] > best[:2]:
+                if best is not None:
+                    self.sources[best[2]].idle += 1
+                best = key
+            else:
+                st.idle += 1
+        if best is None:
             return []
-        out = self.index.draft(min(self.draft_max, room))
-        self._idle = 0 if out else self._idle + 1
-        return out
+        self._last = best[2]
+        self.sources[best[2]].idle = 0
+        return best[3]
 
     def record(self, drafted: int, accepted: int) -> None:
         """What the model kept of the last proposal."""
         if drafted:
-            self._recent.append(accepted)
-            self.drafted += drafted
-            self.accepted += accepted
-            self.steps += 1
+            st = self.sources[self._last]
+            st.recent.append(accepted)
+            st.drafted += drafted
+            st.accepted += accepted
+            st.steps += 1

@@ -92,6 +92,24 @@ def _center_in(b: TextBlock, lo: float, hi: float) -> bool:
     return lo <= cy < hi
 
 
+def cache_file(image: Image.Image | NDArray[np.uint8]) -> Path:
+    """Where this image's OCR result is (or will be) cached."""
+    rgb = np.asarray(image.convert("RGB")) if isinstance(image, Image.Image) else np.asarray(image)
+    return _cache_path(image_key(rgb))
+
+
+def cached_blocks(image: Image.Image | NDArray[np.uint8]) -> list[TextBlock] | None:
+    """The image's text blocks if an earlier :func:`read_blocks` left them in the cache, else None.
+
+    Never loads the OCR engine (a process that only drafts from the text stays small)."""
+    rgb = np.asarray(image.convert("RGB")) if isinstance(image, Image.Image) else np.asarray(image)
+    try:
+        data = json.loads(_cache_path(image_key(rgb)).read_text(encoding="utf-8"))
+        return [TextBlock.from_json(o) for o in data["blocks"]]
+    except (OSError, ValueError, KeyError, TypeError, AssertionError):
+        return None
+
+
 def read_blocks(image: Image.Image | NDArray[np.uint8], *, use_cache: bool = True) -> list[TextBlock]:
     """The image's text lines with their boxes (image pixels), text colours and confidences.
 

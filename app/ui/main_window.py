@@ -210,6 +210,7 @@ class MainWindow(QMainWindow):
 
     def _input_changed(self, img: Image.Image) -> None:
         self.page.set_input_image(img)
+        self.page.fidelity.scorer.prefetch(img)
         self.ask_panel.reset()
         self._sync_actions()
 

@@ -68,6 +68,12 @@ class Scorer(QObject):
         self._refs = {key: (image, fut)}  # the latest input only
         return fut
 
+    def prefetch(self, image: Image.Image) -> None:
+        """Read the input's text now (a worker thread, cached by content): the score will need it, and
+        the engine drafts from it as soon as it is in the cache (EngineOptions.ocr_run)."""
+        if not self._closed:
+            self._reference(image)
+
     def score(self, token: Any, image: Image.Image, html: str, mode: str = "auto") -> None:
         if self._closed:
             return
