@@ -132,6 +132,7 @@ class Stats:
     max_tokens_clamped: bool = False  # max_tokens was lowered to fit the context
     devices: tuple[str, ...] = ()
     n_gpu_layers_offloaded: int = 0
+    vision_on_gpu: bool = False  # the image encoder (CLIP projector) ran on a GPU device
     seed: int | None = None  # the seed actually used, to reproduce this variant
     variant: int = 0
     draft_tokens: int = 0  # speculative decoding: tokens drafted from the text so far

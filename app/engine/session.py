@@ -227,6 +227,7 @@ class Session:
         self._model: llama.Model | None = None
         self._ctx: llama.Context | None = None
         self._vision: llama.Vision | None = None
+        self._vision_gpu = False  # what the projector was loaded with
         self._n_ctx = 0
         self._n_seq_max = 1  # sequences for variants; the context has one more for padding rows
         self._pad_rows = 0  # pad batches of 2..this-1 rows up to this many (0: never)
@@ -242,6 +243,7 @@ class Session:
         self.last_ocr_ready_step = -1  # the decode step at which the image text joined (-1: never)
         self.devices: tuple[str, ...] = ()
         self.n_gpu_layers_offloaded = 0
+        self.vision_on_gpu = False
         self.cls_order_ok: bool | None = None
         try:
             self._load(on_progress)
@@ -280,6 +282,7 @@ class Session:
         self._pad_rows = CPU_BATCH_ROWS if pad else 0
         try:
             self._create_context(self.options.n_ctx, 1)
+            self._vision_gpu = self.options.vision_gpu
             self._vision = llama.Vision(self.pair.mmproj, self._model, use_gpu=self.options.vision_gpu,
                                         n_threads=self.options.threads(),
                                         flash_attention=self.options.flash_attention)
@@ -290,6 +293,10 @@ class Session:
             if ngl is not None or not llama.supports_gpu_offload() or self._cancel.is_set():
                 raise
             self._load_on_cpu(progress)
+        # mtmd puts CLIP on the first GPU device when asked and the build has one (the CPU fallback
+        # below asks for the CPU)
+        self.vision_on_gpu = bool(self._vision is not None and self._vision_gpu and llama.supports_gpu_offload()
+                                  and any(not d.upper().startswith("CPU") for d in self.devices))
         if self.options.warm_prefix:
             self._warm_prefix()
         self.load_s = time.perf_counter() - t0
@@ -304,6 +311,7 @@ class Session:
         self.warnings.append("The GPU did not have room for the model; running on the CPU.")
         self.devices = self._model.devices
         self.n_gpu_layers_offloaded = 0
+        self._vision_gpu = False
         if self.options.pad_batches is None:
             self._pad_rows = CPU_BATCH_ROWS
         self._create_context(self.options.n_ctx, 1)
@@ -597,6 +605,7 @@ class Session:
                 finish_reason=reason,  # type: ignore[arg-type]
                 reused_image=reused_image, reused_prefix_tokens=reused, max_tokens_clamped=clamped,
                 devices=self.devices, n_gpu_layers_offloaded=self.n_gpu_layers_offloaded,
+                vision_on_gpu=self.vision_on_gpu,
                 seed=s.sampler.seed, variant=s.seq_id, draft_tokens=drafted, accepted_draft_tokens=accepted)
 
         t2 = time.perf_counter()

@@ -33,8 +33,11 @@ class StatusPanel(QObject):
         self.rate_label.setToolTip("Generation speed in tokens per second")
         self.elapsed_label = QLabel("", bar)
         self.elapsed_label.setToolTip("Time since Generate")
+        self.device_label = QLabel("", bar)
+        self.device_label.setToolTip("Where the model ran: device, layers on it, and the image encoder")
+        self.rates: dict[str, float] = {}  # tokens/s measured per device set-up, this session
         bar.addWidget(self.phase_label, 1)
-        for w in (self.progress, self.tokens_label, self.rate_label, self.elapsed_label):
+        for w in (self.progress, self.tokens_label, self.rate_label, self.elapsed_label, self.device_label):
             bar.addPermanentWidget(w)
         self.progress.setVisible(False)
         self.n_tokens = 0
@@ -96,8 +99,25 @@ class StatusPanel(QObject):
                                  + (" · image reused" if stats.reused_image else ""))
         if stats.tokens_per_s:
             self.rate_label.setText(f"{stats.tokens_per_s:.1f} tok/s")
+        self.show_device(stats)
         self.progress.setRange(0, 1)
         self.progress.setValue(1)
+
+    def show_device(self, stats: Stats) -> None:
+        """``Vulkan0 (…) · 32 layers · vision GPU``; the tooltip lists the speed of each set-up tried."""
+        if not stats.devices:
+            return
+        gpu = [d for d in stats.devices if not d.upper().startswith("CPU")]
+        if gpu and stats.n_gpu_layers_offloaded:
+            where = f"{gpu[0]} · {stats.n_gpu_layers_offloaded} layers"
+        else:
+            where = "CPU" if not stats.devices[0].startswith("remote") else stats.devices[0]
+        text = f"{where} · vision {'GPU' if stats.vision_on_gpu else 'CPU'}"
+        self.device_label.setText(text)
+        if stats.tokens_per_s:
+            self.rates[text] = stats.tokens_per_s
+        self.device_label.setToolTip("Where the model ran (Settings: GPU layers, vision on GPU).\n"
+                                     + "\n".join(f"{k}: {v:.1f} tok/s" for k, v in self.rates.items()))
 
     def failed(self) -> None:
         self._count_throttle.flush()

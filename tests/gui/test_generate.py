@@ -319,3 +319,9 @@ def test_batch_outputs_of_inputs_with_the_same_stem_do_not_collide(qtbot: QtBot,
     assert dlg.results == {0: "ok", 1: "ok"}
     names = sorted(p.name for p in dlg.output.iterdir())
     assert names == ["good.jpg.html", "good.png.html"] == sorted(output_names([png, jpg]))
+
+
+def test_the_device_the_model_ran_on_is_shown(qtbot: QtBot, win: MainWindow) -> None:
+    win.requests.generate()
+    wait_idle(qtbot, win)
+    assert win.status.device_label.text() == "CPU · vision CPU"  # the CPU build of the tests

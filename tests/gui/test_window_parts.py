@@ -60,3 +60,20 @@ def test_each_part_does_its_own_job(qtbot: QtBot, tmp_path: Path) -> None:
         assert win.status.phase_label.text() == "Ready"
     finally:
         close_window(qtbot, win)
+
+
+def test_the_status_bar_says_where_the_model_ran(qtbot: QtBot) -> None:
+    from web2code.app.engine.events import Stats
+
+    win = make_window(qtbot)
+    try:
+        st = win.status
+        st.show_device(Stats(devices=("CPU",), tokens_per_s=11.5))
+        assert st.device_label.text() == "CPU · vision CPU"
+        st.show_device(Stats(devices=("Vulkan0 (llvmpipe)", "CPU"), n_gpu_layers_offloaded=32,
+                             vision_on_gpu=True, tokens_per_s=40.0))
+        assert st.device_label.text() == "Vulkan0 (llvmpipe) · 32 layers · vision GPU"
+        tip = st.device_label.toolTip()
+        assert "CPU · vision CPU: 11.5 tok/s" in tip and "vision GPU: 40.0 tok/s" in tip  # each set-up's speed
+    finally:
+        close_window(qtbot, win)
