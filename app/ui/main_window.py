@@ -221,7 +221,8 @@ class MainWindow(QMainWindow):
         self.page.page_name = name.rsplit(".", 1)[0] or "page"
 
     def _sync_actions(self) -> None:
-        running = self.requests.job is not None or self.edits.busy
+        # a part being regenerated is a request on the model too; the page's own renders are not
+        running = self.requests.job is not None or self.edits.job is not None
         batch = self.requests.batch_running
         has_input = self.inputs.input_image is not None
         acts = self.actions_by_name

@@ -332,6 +332,8 @@ class Renderer(QObject):
         page.load(url)
 
     def _loading(self, step: int, info: QWebEngineLoadingInfo) -> None:
+        if not shiboken6.isValid(self):  # the renderer went (its window closed) before the page
+            return
         if step != self._step or info.status() != QWebEngineLoadingInfo.LoadStatus.LoadFailedStatus:
             return
         if info.errorDomain() == QWebEngineLoadingInfo.ErrorDomain.HttpStatusCodeDomain:
@@ -341,16 +343,20 @@ class Renderer(QObject):
         self._fail(step, f"could not load the page: {self._load_error}")
 
     def _loaded(self, step: int, ok: bool) -> None:
+        if not shiboken6.isValid(self):  # the renderer went (its window closed) before the page
+            return
         if step != self._step or not self._busy:
             return
         if not ok:  # the reason comes with loadingChanged, just after this signal
-            QTimer.singleShot(200, lambda: self._fail(step, "could not load the page: "
+            QTimer.singleShot(200, self, lambda: self._fail(step, "could not load the page: "
                                                       + (self._load_error or "load failed")))
             return
         # fonts and first layout: measure once the page has settled
-        QTimer.singleShot(SETTLE_MS, lambda: self._measure(step))
+        QTimer.singleShot(SETTLE_MS, self, lambda: self._measure(step))
 
     def _measure(self, step: int) -> None:
+        if not shiboken6.isValid(self):  # the renderer went (its window closed) before the page
+            return
         if step != self._step or self.view is None:
             return
         self.view.page().runJavaScript(
@@ -358,6 +364,8 @@ class Renderer(QObject):
             0, lambda h, s=step: self._sized(s, h))
 
     def _sized(self, step: int, h: object) -> None:
+        if not shiboken6.isValid(self):  # the renderer went (its window closed) before the page
+            return
         if step != self._step or self.view is None:
             return
         full = int(h) if isinstance(h, (int, float)) and h > 0 else self._height
@@ -366,20 +374,24 @@ class Renderer(QObject):
         if target != self.view.height():
             self.view.resize(self._width, target)
         self._target = target
-        QTimer.singleShot(SETTLE_MS, lambda: self._extract(step))
+        QTimer.singleShot(SETTLE_MS, self, lambda: self._extract(step))
 
     def _extract(self, step: int) -> None:
+        if not shiboken6.isValid(self):  # the renderer went (its window closed) before the page
+            return
         if step != self._step or self.view is None:
             return
         js = _EXTRACT_JS.replace("/*ALL*/false", "true") if self._all_elements else _EXTRACT_JS
         self.view.page().runJavaScript(js, 0, lambda r, s=step: self._extracted(s, r))
 
     def _extracted(self, step: int, result: object, tries: int = 0) -> None:
+        if not shiboken6.isValid(self):  # the renderer went (its window closed) before the page
+            return
         if step != self._step or self.view is None:
             return
         image = self.view.grab().toImage()
         if (image.height() < self._target or image.width() < self._width) and tries < 20:
-            QTimer.singleShot(50, lambda: self._extracted(step, result, tries + 1))
+            QTimer.singleShot(50, self, lambda: self._extracted(step, result, tries + 1))
             return
         try:
             data = json.loads(result) if isinstance(result, str) else None
@@ -396,6 +408,8 @@ class Renderer(QObject):
         self._fail(self._step, "timed out")
 
     def _fail(self, step: int, message: str) -> None:
+        if not shiboken6.isValid(self):  # the renderer went (its window closed) before the page
+            return
         if step != self._step or not self._busy:
             return
         self._finish(None, message)
@@ -414,7 +428,7 @@ class Renderer(QObject):
         if view is not None:
             view.hide()
             self._dead.append(view)
-            QTimer.singleShot(0, self._reap)  # not here: this may run inside one of the page's own callbacks
+            QTimer.singleShot(0, self, self._reap)  # not here: this may run inside one of the page's own callbacks
 
     def _reap(self) -> None:
         """Delete finished views and their pages now: Chromium wants every page gone before its profile."""
