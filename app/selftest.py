@@ -256,8 +256,10 @@ def _run(pair: Any, max_tokens: int, platform: str) -> None:
         # The window renders the final HTML itself; when the model's text holds no HTML (a tiny test
         # model writes word salad) it stays on the last streamed state. Make sure the preview shows
         # what the code view holds, then look at its pixels.
+        # (through the preview's shell page, as a streamed state: offscreen, a grab of the view does not
+        # always see the new surface of a final page's fresh document; on a screen it shows at once)
         n = win.page.preview.renders
-        win.page.preview.set_html(code, final=True)
+        win.page.preview.set_html(code, final=False)
         _wait(app, lambda: win.page.preview.renders > n, 30, "the preview to render")
         ink = changed = 0
         deadline = time.perf_counter() + 10
