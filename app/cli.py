@@ -768,6 +768,20 @@ def _pair_from_path(path: Path, mmproj: Path | None) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
+    code = _main(argv)
+    if cli_score.qt_started():
+        # A command that captured or scored made an offscreen QApplication next to llama.cpp's threads;
+        # tearing both down at interpreter exit can abort ("terminate called without an active
+        # exception") after everything was written. The outputs are complete (atomic writes): end here.
+        cli_score.shutdown()
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def _main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--self-test"]:
         from .selftest import main as self_test

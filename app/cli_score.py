@@ -50,6 +50,7 @@ def add_mode_arg(p: argparse.ArgumentParser, *aliases: str) -> None:
 
 
 _app: Any = None
+_made_here = False
 _renderer: Renderer | None = None
 
 
@@ -75,11 +76,18 @@ def qt_ready() -> None:
 
     qInstallMessageHandler(quiet)
     register_scheme()
+    global _made_here
+    _made_here = QApplication.instance() is None
     _app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else "web2code", "score"])
-    atexit.register(_shutdown)
+    atexit.register(shutdown)
 
 
-def _shutdown() -> None:
+def qt_started() -> bool:
+    """Whether this command made the offscreen QApplication itself (a capture or a score)."""
+    return _made_here
+
+
+def shutdown() -> None:
     """Free the renderer's pages before its profile and the application go (Chromium insists)."""
     global _renderer
     renderer, _renderer = _renderer, None

@@ -221,8 +221,8 @@ STATS = st.builds(
     prefill_s=_float, decode_s=_float, tokens_per_s=_float,
     finish_reason=st.sampled_from(["stop", "length", "cancelled"]), reused_image=st.booleans(),
     reused_prefix_tokens=_int, max_tokens_clamped=st.booleans(), devices=st.lists(_text, max_size=3),
-    n_gpu_layers_offloaded=_int, seed=st.none() | _int, variant=_int, draft_tokens=_int,
-    accepted_draft_tokens=_int)
+    n_gpu_layers_offloaded=_int, vision_on_gpu=st.booleans(), seed=st.none() | _int, variant=_int,
+    draft_tokens=_int, accepted_draft_tokens=_int)
 EVENTS: st.SearchStrategy[Event] = st.one_of(
     st.builds(Started, request_id=_text, kind=st.sampled_from(["generate", "ask"]), variant=_int,
               n_variants=_int),
@@ -246,7 +246,8 @@ _KINDS: dict[str, str] = {
     "n_prompt_tokens": "int", "n_image_tokens": "int", "n_generated": "int", "load_s": "float",
     "image_encode_s": "float", "prefill_s": "float", "decode_s": "float", "tokens_per_s": "float",
     "finish_reason": "lit:stop,length,cancelled", "reused_image": "bool", "reused_prefix_tokens": "int",
-    "max_tokens_clamped": "bool", "devices": "strs", "n_gpu_layers_offloaded": "int", "seed": "int?",
+    "max_tokens_clamped": "bool", "devices": "strs", "n_gpu_layers_offloaded": "int",
+    "vision_on_gpu": "bool", "seed": "int?",
     "draft_tokens": "int", "accepted_draft_tokens": "int",
 }
 
