@@ -109,17 +109,9 @@ def shared_renderer() -> Renderer:
 
 
 def read_page(path: Path) -> str:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ScoreInputError(f"no such file: {path}") from None
-    except IsADirectoryError:
-        raise ScoreInputError(f"{path} is a folder, not an HTML file") from None
-    except OSError as exc:
-        raise ScoreInputError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if b"\x00" in data[:4096]:
-        raise ScoreInputError(f"{path} is not an HTML file (binary data)")
-    return data.decode("utf-8", "replace")
+    from .htmldom import read_page_bytes
+
+    return read_page_bytes(path, ScoreInputError).decode("utf-8", "replace")
 
 
 def score_html(image: Image.Image, html: str, mode: str = "auto") -> Scored:

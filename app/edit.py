@@ -30,7 +30,7 @@ from PIL import Image
 
 from .engine.html import extract_html
 from .errors import Web2CodeError
-from .htmldom import Element, Text, element_at, parse, start_tag
+from .htmldom import Element, Text, element_at, parse, read_page_bytes, start_tag
 
 __all__ = [
     "DOM_PATH_JS",
@@ -72,14 +72,7 @@ class EditError(Web2CodeError):
 # ---------------------------------------------------------------- files
 def read_source(path: Path) -> str:
     """The page's text, every byte kept (``surrogateescape`` for bytes that are not UTF-8)."""
-    try:
-        return path.read_bytes().decode("utf-8", errors="surrogateescape")
-    except FileNotFoundError:
-        raise EditError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise EditError(f"{path} is a folder, not an HTML file") from None
-    except OSError as exc:
-        raise EditError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return read_page_bytes(path, EditError, binary_ok=True).decode("utf-8", errors="surrogateescape")
 
 
 def write_source(path: Path, text: str) -> None:

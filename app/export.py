@@ -36,7 +36,7 @@ from pathlib import Path
 from urllib.parse import unquote, unquote_to_bytes, urlsplit
 
 from .errors import Web2CodeError
-from .htmldom import SVG_ATTRIBUTES, VOID_ELEMENTS, Element, Text, parse, start_tag
+from .htmldom import SVG_ATTRIBUTES, VOID_ELEMENTS, Element, Text, parse, read_page_bytes, start_tag
 
 __all__ = [
     "FORMATS",
@@ -70,17 +70,7 @@ class Exported:
 # ---------------------------------------------------------------- reading
 def read_page(path: Path) -> str:
     """The page's text (UTF-8; a stray invalid byte becomes U+FFFD). One-line errors."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise ExportError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise ExportError(f"{path} is a folder, not an HTML file") from None
-    except OSError as exc:
-        raise ExportError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if b"\x00" in raw[:4096]:
-        raise ExportError(f"{path} is not an HTML file (binary content)")
-    text = raw.decode("utf-8-sig", errors="replace")
+    text = read_page_bytes(path, ExportError).decode("utf-8-sig", errors="replace")
     if not text.strip():
         raise ExportError(f"{path} is empty")
     return text

@@ -31,8 +31,25 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from html import escape
 from html.parser import HTMLParser
+from pathlib import Path
 
 from .engine.html import _CLOSES_P, _IMPLIED, _SCOPE, VOID_ELEMENTS
+from .errors import Web2CodeError
+
+
+def read_page_bytes(path: Path, error: type[Web2CodeError], *, binary_ok: bool = False) -> bytes:
+    """A page file's bytes, or ``error`` with one line (missing, a folder, unreadable, binary data)."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise error(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise error(f"{path} is a folder, not an HTML file") from None
+    except OSError as exc:
+        raise error(f"cannot read {path}: {exc.strerror or exc}") from None
+    if not binary_ok and b"\x00" in raw[:4096]:
+        raise error(f"{path} is not an HTML file (binary content)")
+    return raw
 
 __all__ = [
     "HEAD_ELEMENTS",
