@@ -145,6 +145,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--flash-attn", action="store_true", help="use flash attention")
     g.add_argument("--no-speculative", action="store_true",
                    help="one token per step (no drafts from the text; the output is the same either way)")
+    g.add_argument("--no-ocr-drafts", action="store_true",
+                   help="no drafts from the text read in the image (the output is the same either way)")
 
 
 def _add_sampling_args(p: argparse.ArgumentParser, *, instruction: bool) -> None:
@@ -315,7 +317,8 @@ def make_backend(args: argparse.Namespace) -> Any:
         raise UsageError("--threads must not be negative")
     opts = EngineOptions(n_gpu_layers=_gpu_layers(args.gpu_layers), vision_gpu=not args.no_vision_gpu,
                          n_threads=args.threads, flash_attention=args.flash_attn,
-                         speculative=False if args.no_speculative else None)
+                         speculative=False if args.no_speculative else None,
+                         ocr_drafts=not getattr(args, "no_ocr_drafts", False))
     return LocalBackend(resolve_pair(args), opts)
 
 
@@ -449,6 +452,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
                 "seed": getattr(out.stats, "seed", None),
                 "draft_tokens": getattr(out.stats, "draft_tokens", 0),
                 "accepted_draft_tokens": getattr(out.stats, "accepted_draft_tokens", 0),
+                "image_text_draft_tokens": getattr(out.stats, "image_text_draft_tokens", 0),
+                "image_text_accepted_tokens": getattr(out.stats, "image_text_accepted_tokens", 0),
                 "prepared": prepared.to_dict() if prepared is not None else None,
             }
             if len(out.variants) > 1:
@@ -461,14 +466,16 @@ def cmd_generate(args: argparse.Namespace) -> int:
         elif not args.stream and not args.output and not args.out_dir:
             print(html)
         if out.stats and out.stats.max_tokens_clamped:
-            print("note: --max-tokens was lowered to what fits in the 2048-token context", file=sys.stderr)
+            n_ctx = getattr(getattr(getattr(backend, "session", None), "info", None), "n_ctx_train", 0)
+            size = f"{n_ctx}-token " if n_ctx else ""  # the loaded model's own; a server does not say
+            print(f"note: --max-tokens was lowered to what fits in the model's {size}context", file=sys.stderr)
     return 0
 
 
 def _read_text_ahead(image: Any, args: argparse.Namespace) -> None:
     """The image's text, read in this process while the engine loads and encodes (the engine drafts from
     it once it is in the OCR cache, and --pick best scores with it); never waited for."""
-    if args.backend or getattr(args, "no_speculative", False):
+    if args.backend or getattr(args, "no_speculative", False) or getattr(args, "no_ocr_drafts", False):
         return
 
     def read() -> None:

@@ -21,11 +21,13 @@ from PIL import Image
 
 from ..errors import Cancelled, EngineClosed, ModelError, Web2CodeError
 from .events import Event, Failed, Finished, GenerationParams, Progress, Stats
+from .modelimage import ModelImage
 from .pair import ModelPair
 from .prompt import Exchange
 from .session import EngineOptions, Session
 
-ImageInput: TypeAlias = Image.Image | Path | str | bytes
+#: A ModelImage is already the model's square (the worker pipe carries that, see modelimage.py).
+ImageInput: TypeAlias = Image.Image | Path | str | bytes | ModelImage
 
 
 @dataclass(frozen=True)

@@ -137,6 +137,8 @@ class Stats:
     variant: int = 0
     draft_tokens: int = 0  # speculative decoding: tokens drafted from the text so far
     accepted_draft_tokens: int = 0  # ... and how many of them the model accepted
+    image_text_draft_tokens: int = 0  # of the drafted tokens: those taken from the image's own text (OCR)
+    image_text_accepted_tokens: int = 0  # ... and how many of those the model accepted
 
     def __post_init__(self) -> None:
         if self.finish_reason not in get_args(FinishReason):

@@ -72,6 +72,7 @@ from ..errors import BackendError, Cancelled, RequestError, Web2CodeError
 from .backend import Backend, Request
 from .events import Event, Failed, Finished, FinishReason, Progress, Started, Stats, Token
 from .image import prepare_for_model
+from .modelimage import ModelImage
 from .prompt import EOS_TEXT
 
 __all__ = [
@@ -551,7 +552,8 @@ class RemoteBackend(Backend):
         return self.address.where
 
     def _body(self, req: Request, seed: int) -> dict[str, Any]:
-        img = prepare_for_model(req.image, image_size=self.image_size)
+        src = req.image.image if isinstance(req.image, ModelImage) else req.image  # already the model's square
+        img = prepare_for_model(src, image_size=self.image_size)
         buf = io.BytesIO()
         img.save(buf, format="PNG")
         data_url = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")

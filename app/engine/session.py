@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import dataclasses
 import os
 import secrets
 import threading
@@ -49,6 +50,7 @@ from ..errors import Cancelled, EngineClosed, GenerationError, ModelError, Reque
 from . import llama
 from .events import Event, Finished, GenerationParams, Progress, Started, Stats, Token
 from .image import image_fingerprint, load_image, prepare_for_model
+from .modelimage import ModelImage, TextRef
 from .ocrdraft import ImageText, build_text_source, read_image_text
 from .pair import ModelPair, PairInfo, inspect_pair
 from .prompt import DEFAULT_INSTRUCTION, EOS_ID, Exchange, PartKind, Prompt, build_prompt
@@ -58,6 +60,7 @@ from .speculative import (
     CPU_EXTRA_COST,
     GPU_DRAFT_MAX,
     GPU_EXTRA_COST,
+    OCR,
     Drafter,
     prior_text,
 )
@@ -172,7 +175,7 @@ class _OcrJob:
     POLL_S = 0.25  # without ``run``: how often the cache is looked at for the client's result
     MAX_WAIT_S = 600.0
 
-    def __init__(self, image: Image.Image, *, run: bool) -> None:
+    def __init__(self, image: Image.Image | TextRef, *, run: bool) -> None:
         self.result: ImageText | None = None
         self.error = ""
         self._done = threading.Event()
@@ -180,17 +183,18 @@ class _OcrJob:
         self._thread = threading.Thread(target=self._work, args=(image, run), name="web2code-ocr", daemon=True)
         self._thread.start()
 
-    def _work(self, image: Image.Image, run: bool) -> None:
+    def _work(self, image: Image.Image | TextRef, run: bool) -> None:
         try:
-            if not run:  # wait (cheaply, bounded) for the client's result to reach the cache
+            if not run or isinstance(image, TextRef):  # wait (cheaply, bounded) for the client's result
                 from ..fidelity.ocr import cache_file
 
-                target = cache_file(image)
+                target = image.cache_file() if isinstance(image, TextRef) else cache_file(image)
                 deadline = time.monotonic() + self.MAX_WAIT_S
                 while not target.exists():
                     if self._stop.wait(self.POLL_S) or time.monotonic() > deadline:
                         return
-            self.result = read_image_text(image, run=run)
+            # A reference (the worker got only the model's square): the client's result, never an OCR here.
+            self.result = image.read() if isinstance(image, TextRef) else read_image_text(image, run=run)
         except Exception as exc:  # no text drafts then; the request itself is unaffected
             self.error = f"{type(exc).__name__}: {exc}"
         finally:
@@ -525,7 +529,7 @@ class Session:
         return TokenSampler(rule, seed % 2**32, self.info.logit_offset)
 
     # ----------------------------------------------------------------- running
-    def run(self, image: Image.Image | str | os.PathLike[str] | bytes, params: GenerationParams,
+    def run(self, image: Image.Image | str | os.PathLike[str] | bytes | ModelImage, params: GenerationParams,
             *, kind: str = "generate", history: Sequence[Exchange] = (),
             request_id: str = "") -> Iterator[Event]:
         """Stream the events of one request (every variant). Raises only on programming errors:
@@ -541,12 +545,16 @@ class Session:
                 raise
             raise Cancelled("The model was closed during the request.") from None
 
-    def _run(self, image: Image.Image | str | os.PathLike[str] | bytes, params: GenerationParams,
+    def _run(self, given: Image.Image | str | os.PathLike[str] | bytes | ModelImage, params: GenerationParams,
              *, kind: str, history: Sequence[Exchange], request_id: str) -> Iterator[Event]:
         request_id = request_id or secrets.token_hex(6)
         n_var = params.n_variants
         if n_var > self.options.max_variants:
             raise GenerationError(f"At most {self.options.max_variants} variants at once.")
+        # A ModelImage is already the model's square (preparing it again changes nothing), with a
+        # reference to the original's text instead of its pixels (modelimage.py).
+        text_ref = given.text if isinstance(given, ModelImage) else None
+        image = given.image if isinstance(given, ModelImage) else given
         img = image if isinstance(image, Image.Image) else None
         size = self.info.image_size or 336
         ocr: _OcrJob | None = None
@@ -554,7 +562,10 @@ class Session:
         if self.options.ocr_drafts and n_var == 1 and self.options.speculative is not False:
             # One decoded copy for both: the OCR reads the original pixels, the model a padded 336².
             img = load_image(image if img is None else img)
-            ocr = _OcrJob(img, run=self.options.ocr_run or self.options.ocr_wait)
+            if text_ref is not None:
+                ocr = _OcrJob(text_ref, run=False)
+            elif not isinstance(given, ModelImage):  # the square alone: its text would not be the page's
+                ocr = _OcrJob(img, run=self.options.ocr_run or self.options.ocr_wait)
         prepared = prepare_for_model(image if img is None else img, image_size=size)
         yield Progress("encode", 0.0, "Encoding the image")
         t0 = time.perf_counter()
@@ -620,8 +631,11 @@ class Session:
             s0.n_generated = spec.n_generated
             t_decode = time.perf_counter() - t2
             self.last_drafts = spec.drafter.by_source() if spec.drafter is not None else {}
-            yield Finished(stats(s0, spec.finish_reason, t_decode, max(spec.n_generated - 1, 0),
-                                 drafted=spec.drafted, accepted=spec.accepted))
+            from_text = self.last_drafts.get(OCR, (0, 0, 0))
+            yield Finished(dataclasses.replace(
+                stats(s0, spec.finish_reason, t_decode, max(spec.n_generated - 1, 0), drafted=spec.drafted,
+                      accepted=spec.accepted),
+                image_text_draft_tokens=from_text[0], image_text_accepted_tokens=from_text[1]))
             return
         cancelled = False
         try:

@@ -10,6 +10,9 @@ in a child process and talks to it over pipes, one JSON object per line:
                       per line (events.event_to_json), {"beat":true} every HEARTBEAT_S while
                       the request runs (loading, encoding, decoding), and {"end":true} last.
 
+A request's picture crosses as the model's square (modelimage.py: the padded image at the
+tower's size, PNG, and the original's OCR cache key and colours), never at full resolution.
+
 The parent never waits on the child without a deadline: a reader thread turns
 the child's output into a queue, a writer thread feeds its input, and every
 wait in :meth:`WorkerBackend.stream` is bounded:
@@ -54,9 +57,11 @@ from typing import IO, Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from PIL import Image
 
-from ..errors import BackendError
+from ..errors import BackendError, Web2CodeError
 from .backend import Backend, ImageInput, LocalBackend, Request
 from .events import Event, Failed, Finished, GenerationParams, Started, Stats, event_from_json, event_to_json
+from .image import load_image
+from .modelimage import ModelImage, TextRef, model_image
 from .pair import ModelPair
 from .prompt import Exchange
 from .session import EngineOptions
@@ -81,7 +86,13 @@ def worker_command() -> list[str]:
     return [sys.executable, "-m", "web2code.app.engine.worker"]
 
 
-def _encode_image(image: ImageInput) -> dict[str, str]:
+def _encode_image(image: ImageInput) -> dict[str, Any]:
+    if isinstance(image, ModelImage):  # the model's square, losslessly, and the original's text by reference
+        buf = io.BytesIO()
+        image.image.save(buf, format="PNG")
+        ref = image.text
+        return {"model_png_b64": base64.b64encode(buf.getvalue()).decode("ascii"),
+                "text_key": ref.key if ref is not None else "", "colours": list(ref.colours) if ref else []}
     if isinstance(image, Image.Image):
         buf = io.BytesIO()
         image.save(buf, format="PNG")
@@ -91,7 +102,13 @@ def _encode_image(image: ImageInput) -> dict[str, str]:
     return {"path": str(Path(image).resolve())}
 
 
-def _decode_image(data: dict[str, str]) -> ImageInput:
+def _decode_image(data: dict[str, Any]) -> ImageInput:
+    if "model_png_b64" in data:
+        key, colours = data.get("text_key", ""), data.get("colours", [])
+        if not isinstance(key, str) or not isinstance(colours, list) or not all(isinstance(c, str) for c in colours):
+            raise ValueError("malformed image text reference")
+        ref = TextRef(key, tuple(colours)) if key else None
+        return ModelImage(load_image(base64.b64decode(data["model_png_b64"])), ref)
     if "path" in data:
         return Path(data["path"])
     if "png_b64" in data:
@@ -213,6 +230,7 @@ class _Child:
         self.heard = False  # it has said something (it started, its imports are done)
         self.last_heard = time.monotonic()
         self.ended_by_us = ""  # why we ended it: "cancel", "hung", "close", "garbage"
+        self.sent_bytes = 0  # written to its stdin so far (what a request costs the pipe)
         self._outbox: queue.Queue[bytes | None] = queue.Queue()
         for target, name, arg in ((self._read, "stdout", proc.stdout), (self._drain, "stderr", proc.stderr),
                                   (self._write, "stdin", proc.stdin)):
@@ -265,6 +283,7 @@ class _Child:
                     break
                 pipe.write(data)
                 pipe.flush()
+                self.sent_bytes += len(data)
         with contextlib.suppress(OSError, ValueError):
             pipe.close()
 
@@ -293,6 +312,7 @@ class WorkerBackend(Backend):
         self._child: _Child | None = None
         self._busy = threading.Lock()
         self._cancel_at: float | None = None
+        self._image_size: int | None = None  # the tower's, read once (_tower_size)
 
     # ------------------------------------------------------------ process
     @property
@@ -360,17 +380,53 @@ class WorkerBackend(Backend):
                 child.kill("close")
                 child = self._child = None
             try:
+                wire = self._for_pipe(request)
+            except (Web2CodeError, MemoryError) as exc:  # a picture that cannot be read: the user's message
+                yield Failed.from_exception(exc)
+                return
+            try:
                 if child is None:
                     child = self._start()
                 if child.heard:  # idle time between requests is not silence
                     child.last_heard = time.monotonic()
-                child.send({"op": "run", "request": request_to_dict(request)})
+                child.send({"op": "run", "request": request_to_dict(wire)})
+                if self._cancel_at is not None:  # a cancel that came before the run reached the child's
+                    child.send({"op": "cancel"})  # queue applied to the one before: it is for this run
             except OSError as exc:
                 yield Failed(f"Cannot start the engine process: {exc}", error_type="BackendError")
                 return
             yield from self._receive(child)
         finally:
             self._busy.release()
+
+    def _for_pipe(self, request: Request) -> Request:
+        """What crosses the pipe: a picture (Pillow image or a file's bytes) becomes the model's square
+        (the same pixels the child would make of it) and a reference to the original's text, so a
+        4000×3000 screenshot costs the pipe ~60 KB (336 px), not 13 MB. A path stays a path (the child reads
+        the file). With ``ocr_run``/``ocr_wait`` the child reads the text itself and gets the picture."""
+        image = request.image
+        opts = self.options
+        if not isinstance(image, (Image.Image, bytes)) or opts.ocr_run or opts.ocr_wait:
+            return request
+        size = self._tower_size()
+        if size is None:  # an unreadable projector: the child says what is wrong with it
+            return request
+        with_text = opts.ocr_drafts and opts.speculative is not False and request.params.n_variants == 1
+        return dataclasses.replace(request, image=model_image(image, size, with_text=with_text))
+
+    def _tower_size(self) -> int | None:
+        """The vision tower's input size as the engine uses it (``PairInfo.image_size or 336``), read from
+        the projector's metadata only (milliseconds); None when it cannot be read."""
+        if self._image_size is None:
+            from .pair import _Fields, _reader
+
+            try:
+                found = _Fields(_reader(self.pair.mmproj, "mmproj"), self.pair.mmproj, "mmproj").integer(
+                    "clip.vision.image_size")
+            except Web2CodeError:
+                return None
+            self._image_size = found if found and found > 0 else 336
+        return self._image_size
 
     def _receive(self, child: _Child) -> Iterator[Event]:
         open_variants: set[int] = set()
@@ -569,7 +625,7 @@ def main() -> int:
                     continue
                 try:
                     req = request_from_dict(cmd["request"])
-                except (KeyError, TypeError, ValueError) as exc:
+                except (KeyError, TypeError, ValueError, Web2CodeError) as exc:
                     emit(event_to_json(Failed("Malformed request.", str(exc), "BackendError")) + "\n")
                     continue
                 relayed_cancel = False

@@ -98,13 +98,23 @@ def cache_file(image: Image.Image | NDArray[np.uint8]) -> Path:
     return _cache_path(image_key(rgb))
 
 
+def key_file(key: str) -> Path:
+    """Where the OCR result of the pixels whose :func:`image_key` is ``key`` is (or will be) cached."""
+    return _cache_path(key)
+
+
 def cached_blocks(image: Image.Image | NDArray[np.uint8]) -> list[TextBlock] | None:
     """The image's text blocks if an earlier :func:`read_blocks` left them in the cache, else None.
 
     Never loads the OCR engine (a process that only drafts from the text stays small)."""
     rgb = np.asarray(image.convert("RGB")) if isinstance(image, Image.Image) else np.asarray(image)
+    return cached_blocks_for_key(image_key(rgb))
+
+
+def cached_blocks_for_key(key: str) -> list[TextBlock] | None:
+    """:func:`cached_blocks` by the pixels' :func:`image_key` (a process that never had the pixels)."""
     try:
-        data = json.loads(_cache_path(image_key(rgb)).read_text(encoding="utf-8"))
+        data = json.loads(_cache_path(key).read_text(encoding="utf-8"))
         return [TextBlock.from_json(o) for o in data["blocks"]]
     except (OSError, ValueError, KeyError, TypeError, AssertionError):
         return None

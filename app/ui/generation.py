@@ -14,7 +14,7 @@ from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 from .. import config
 from ..engine import pair as pairs
 from ..engine.backend import Backend, Request
-from ..engine.events import Event, Failed
+from ..engine.events import Event, Failed, Finished, Stats
 from ..errors import BackendError, Web2CodeError
 from .throttle import Throttle
 
@@ -97,9 +97,18 @@ class StreamJob(QObject):
     def execute(self) -> None:
         """Runs on the engine thread."""
         try:
-            if not self.cancelled:
+            if self.cancelled:  # stopped before it began: it ends as a stopped request, not in silence
+                self._push(Finished(Stats(finish_reason="cancelled")), end=False)
+            else:
+                relayed = False
                 for ev in self.backend.stream(self.request):
                     self._push(ev, end=False)
+                    if self.cancelled and not relayed:
+                        # A backend resets its cancel state when it begins a request, so a Stop pressed
+                        # between our check above and that moment was lost: say it again now it runs.
+                        relayed = True
+                        with contextlib.suppress(Exception):
+                            self.backend.cancel()
         except Exception as exc:  # a bug below the backend: still a message, not a dead thread
             self._push(Failed.from_exception(exc), end=False)
         finally:

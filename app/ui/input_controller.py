@@ -11,16 +11,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 from PIL import Image
-from PySide6.QtCore import QMimeData, QObject, QRect, QTimer, Signal
+from PySide6.QtCore import QMimeData, QObject, QRect, Qt, QTimer, Signal
 from PySide6.QtGui import QGuiApplication, QImage, QPixmap
-from PySide6.QtWidgets import QFileDialog, QMainWindow
+from PySide6.QtWidgets import QFileDialog, QMainWindow, QMessageBox
 
 from ..engine.image import image_fingerprint, load_image
 from ..errors import Web2CodeError
 from ..history import History
 from .address import DEFAULT_WIDTH as DEFAULT_CAPTURE_WIDTH
 from .address import AddressCapture, AddressDialog, AddressError, Captured
-from .capture import CaptureOverlay, grab_screen
+from .batch import collect_images, default_output_dir
+from .capture import CaptureOverlay, ScreenGrab
 from .imaging import pil_to_qimage, qimage_to_pil
 from .input_pane import InputPane
 from .sketch import SketchDialog
@@ -61,7 +62,7 @@ class InputController(QObject):
     def open_path(self, path: str | Path) -> bool:
         p = Path(path)
         if p.is_dir():
-            return self._start_batch([p])
+            return self.offer_batch([p])
         try:
             img = load_image(p)
         except Web2CodeError as exc:
@@ -140,7 +141,7 @@ class InputController(QObject):
             if local:
                 if len(local) == 1 and not local[0].is_dir():
                     return self.open_path(local[0])
-                return self._start_batch(local)
+                return self.offer_batch(local)
         if mime.hasImage():
             data = mime.imageData()
             image = data if isinstance(data, QImage) else (data.toImage() if isinstance(data, QPixmap) else QImage())
@@ -156,6 +157,27 @@ class InputController(QObject):
         self._error("The clipboard holds no image." if what == "paste" else "That is not an image or an "
                     "image file.", kind="warning")
         return False
+
+    def offer_batch(self, paths: list[Path]) -> bool:
+        """Several files start a batch (the user picked each one). A folder may hold any number of images:
+        say how many and where their pages go, and start only when the user agrees (Cancel starts nothing)."""
+        files = collect_images(paths)
+        if not files or not any(p.is_dir() for p in paths):
+            return self._start_batch(paths)  # with no images it says so
+        out = default_output_dir(paths)
+        n = len(files)
+        box = QMessageBox(QMessageBox.Icon.Question, "Convert a batch",
+                          f"Convert {n} image{'s' if n != 1 else ''} into HTML pages?", parent=self.window)
+        box.setTextFormat(Qt.TextFormat.PlainText)  # folder names are shown as they are
+        box.setInformativeText(f"One page per image goes to the folder {out}")
+        go = box.addButton("Convert", QMessageBox.ButtonRole.AcceptRole)
+        cancel = box.addButton(QMessageBox.StandardButton.Cancel)
+        box.setDefaultButton(go)
+        box.setEscapeButton(cancel)
+        box.exec()
+        if box.clickedButton() is not go:
+            return False
+        return self._start_batch(paths)
 
     def paste(self) -> bool:
         mime = QGuiApplication.clipboard().mimeData()
@@ -173,11 +195,21 @@ class InputController(QObject):
         QTimer.singleShot(delay_ms, self._grab_for_capture)
 
     def _grab_for_capture(self) -> None:
-        shot = grab_screen()
-        if shot.isNull():
-            self.window.show()
-            self._error("Could not capture the screen on this system.")
-            return
+        # A still of the screen, then the overlay; on Wayland the desktop portal's own dialog (capture.py)
+        grab = ScreenGrab(self)
+        grab.shot.connect(self._pick_region)
+        grab.region.connect(self._captured)
+        grab.cancelled.connect(self._capture_cancelled)
+        grab.failed.connect(self._capture_failed)
+        for sig in (grab.shot, grab.region, grab.cancelled, grab.failed):
+            sig.connect(grab.deleteLater)
+        grab.start()
+
+    def _capture_failed(self, message: str) -> None:
+        self.window.show()
+        self._error(message)
+
+    def _pick_region(self, shot: QPixmap) -> None:
         overlay = CaptureOverlay(shot)
         overlay.captured.connect(self._captured)
         overlay.cancelled.connect(self._capture_cancelled)

@@ -30,6 +30,7 @@ from .params_panel import ParamsPanel
 from .preview_panel import PreviewPanel
 from .status_panel import StatusPanel
 from .throttle import Throttle
+from .unsaved_edits import input_image_bytes
 
 PREVIEW_INTERVAL_MS = 120  # ≈ 8 preview updates per second while tokens arrive
 
@@ -53,6 +54,7 @@ class RequestController(QObject):
         self.job_params: GenerationParams | None = None
         self.batch_dialog: BatchDialog | None = None
         self.current_entry_id = 0
+        self.confirm_new_page: Callable[[str], bool] | None = None  # may a new page replace edits? (UnsavedEdits)
         self._raw = ""
         self._variant_text: dict[int, list[str]] = {}
         self._live = LivePreview()
@@ -79,6 +81,8 @@ class RequestController(QObject):
             params = self.params.current(new_seed)
         except Web2CodeError as exc:
             self._error(str(exc))
+            return False
+        if self.confirm_new_page is not None and not self.confirm_new_page("regenerate" if new_seed else "generate"):
             return False
         if not self._start_job(Request(image, params), "generate"):
             return False
@@ -256,7 +260,8 @@ class RequestController(QObject):
             model_name=(pair.name or pair.model.stem) if pair else (remote or ""),
             model_quant=pair.quant if pair else "", pair_id=pair.pair_id if pair else "",
             html=html, raw=self._raw, timings=timings, status=status, error=error,
-            thumbnail=thumbnail_png(image) if image is not None else b"")
+            thumbnail=thumbnail_png(image) if image is not None else b"",
+            input_image=input_image_bytes(image) if image is not None else b"", input_name=self.inputs.input_name)
         try:
             self.current_entry_id = self.history.add(entry)
         except Exception as exc:  # sqlite3.Error, OSError: the result is still on screen

@@ -55,6 +55,8 @@ class StatusPanel(QObject):
 
     # ------------------------------------------------------------ a request
     def begin(self) -> None:
+        # A message left by an earlier request (its failure) hides the phase: this request's figures count now.
+        self.bar.clearMessage()
         self.n_tokens = 0
         self._t_start = time.monotonic()
         self._t_first = 0.0
@@ -91,6 +93,7 @@ class StatusPanel(QObject):
 
     def finished(self, stats: Stats, *, answered: bool = False) -> None:
         self._count_throttle.flush()
+        self.bar.clearMessage()  # the result is what the bar shows now, not a message from before
         reason = stats.finish_reason
         if answered:
             self.phase_label.setText("Answered" if reason != "cancelled" else "Stopped")

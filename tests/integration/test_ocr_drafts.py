@@ -111,6 +111,8 @@ def test_output_is_identical_with_and_without_the_image_text_source(pair: ModelP
         assert by_source[OCR][1] < by_source[OCR][0]  # rejected text drafts rolled back exactly
     assert fin.stats.draft_tokens == by_source[OCR][0] + by_source[NGRAM][0]
     assert fin.stats.accepted_draft_tokens == by_source[OCR][1] + by_source[NGRAM][1]
+    assert (fin.stats.image_text_draft_tokens, fin.stats.image_text_accepted_tokens) == by_source[OCR][:2]
+    assert fin_plain.stats.image_text_draft_tokens == 0
     assert fin_plain.stats.finish_reason == fin.stats.finish_reason
 
 
@@ -185,3 +187,33 @@ def test_the_engine_drafts_from_text_the_client_read_without_loading_an_ocr(
         assert s.last_ocr is not None and any(TEXT in b[0] for b in s.last_ocr.blocks)
         assert s.last_drafts[OCR][0] > 0
     assert got == expected
+
+
+def test_the_command_line_reports_text_drafts_and_no_ocr_drafts_turns_them_off(
+        pair: ModelPair, tmp_path: Path) -> None:
+    """``generate --json`` says how many drafts came from the image's text; ``--no-ocr-drafts`` leaves
+    that source out and nothing else: the same tokens, the n-gram drafts still on."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from web2code.app.fidelity import ocr
+
+    img = _text_image()
+    img.putpixel((998, 258), (253, 253, 253))  # pixels of its own
+    path = tmp_path / "page.png"
+    img.save(path)
+    ocr.read_blocks(img)  # in the cache before the engine's first step: the result does not race the OCR
+    runs = {}
+    for flag in ((), ("--no-ocr-drafts",)):
+        r = subprocess.run([sys.executable, "-m", "web2code.app", "generate", str(path), "--model", str(pair.model),
+                            "--mmproj", str(pair.mmproj), "--instruction", INSTRUCTION, "--temperature", "0",
+                            "--max-tokens", "48", "--json", *flag],
+                           capture_output=True, text=True, timeout=300, env=dict(os.environ), check=False)
+        assert r.returncode == 0, r.stderr
+        runs[bool(flag)] = json.loads(r.stdout)
+    with_text, without = runs[False], runs[True]
+    assert with_text["image_text_draft_tokens"] > 0 and with_text["image_text_accepted_tokens"] > 0
+    assert without["image_text_draft_tokens"] == 0 and without["draft_tokens"] > 0
+    assert with_text["token_ids"] == without["token_ids"]

@@ -222,7 +222,7 @@ STATS = st.builds(
     finish_reason=st.sampled_from(["stop", "length", "cancelled"]), reused_image=st.booleans(),
     reused_prefix_tokens=_int, max_tokens_clamped=st.booleans(), devices=st.lists(_text, max_size=3),
     n_gpu_layers_offloaded=_int, vision_on_gpu=st.booleans(), seed=st.none() | _int, variant=_int,
-    draft_tokens=_int, accepted_draft_tokens=_int)
+    draft_tokens=_int, accepted_draft_tokens=_int, image_text_draft_tokens=_int, image_text_accepted_tokens=_int)
 EVENTS: st.SearchStrategy[Event] = st.one_of(
     st.builds(Started, request_id=_text, kind=st.sampled_from(["generate", "ask"]), variant=_int,
               n_variants=_int),
@@ -249,6 +249,7 @@ _KINDS: dict[str, str] = {
     "max_tokens_clamped": "bool", "devices": "strs", "n_gpu_layers_offloaded": "int",
     "vision_on_gpu": "bool", "seed": "int?",
     "draft_tokens": "int", "accepted_draft_tokens": "int",
+    "image_text_draft_tokens": "int", "image_text_accepted_tokens": "int",
 }
 
 
