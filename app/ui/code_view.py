@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-import bisect
 from typing import Any
 
 import qtawesome as qta
-from pygments.lexers.html import HtmlLexer
-from pygments.styles import get_style_by_name
-from pygments.token import _TokenType
 from PySide6.QtCore import QEvent, QRect, QSize, Qt, Signal
 from PySide6.QtGui import (
-    QColor,
-    QFont,
     QFontDatabase,
     QKeyEvent,
     QKeySequence,
     QPainter,
     QPaintEvent,
     QResizeEvent,
-    QSyntaxHighlighter,
-    QTextCharFormat,
     QTextCursor,
     QTextDocument,
 )
@@ -34,99 +26,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from .throttle import Throttle
+from .highlight import PygmentsHighlighter, is_dark
 
-
-def is_dark(widget: QWidget) -> bool:
-    return widget.palette().color(widget.backgroundRole()).lightness() < 128
-
-
-class PygmentsHighlighter(QSyntaxHighlighter):
-    """Highlights HTML (with its CSS and JavaScript) with Pygments' HtmlLexer.
-
-    The whole document is lexed at once (a ``<style>`` block spans lines, and
-    Pygments lexes it with its CSS lexer only when it sees the whole element),
-    debounced while text streams in; each block then applies its cached spans.
-    """
-
-    def __init__(self, document: QTextDocument, dark: bool = False) -> None:
-        super().__init__(document)
-        self._lexer = HtmlLexer()
-        self._formats: dict[_TokenType, QTextCharFormat] = {}
-        self._spans: dict[int, tuple[str, list[tuple[int, int, QTextCharFormat]]]] = {}
-        self.set_dark(dark)
-        # at most every 120 ms while text streams in, and once after the last change (a debounce that
-        # restarts on every token would not run at all until the stream ends)
-        self._throttle = Throttle(self.relex, 120, self)
-        document.contentsChange.connect(self._changed)
-
-    def set_dark(self, dark: bool) -> None:
-        self._style = get_style_by_name("github-dark" if dark else "default")
-        self._formats.clear()
-
-    def _format(self, ttype: _TokenType) -> QTextCharFormat:
-        fmt = self._formats.get(ttype)
-        if fmt is None:
-            st = self._style.style_for_token(ttype)
-            fmt = QTextCharFormat()
-            if st["color"]:
-                fmt.setForeground(QColor(f"#{st['color']}"))
-            if st["bold"]:
-                fmt.setFontWeight(QFont.Weight.Bold)
-            if st["italic"]:
-                fmt.setFontItalic(True)
-            self._formats[ttype] = fmt
-        return fmt
-
-    def _changed(self, _pos: int, removed: int, added: int) -> None:
-        if removed or added:  # format-only changes (our own re-highlighting) report 0/0
-            self._throttle()
-
-    def relex(self) -> None:
-        """Lex the whole document now and re-highlight the blocks whose colours changed."""
-        self._throttle.cancel()
-        doc = self.document()
-        if doc is None:
-            return
-        text = doc.toPlainText()
-        lines = text.split("\n")
-        starts = [0]
-        for text_line in lines[:-1]:
-            starts.append(starts[-1] + len(text_line) + 1)
-        spans: dict[int, list[tuple[int, int, QTextCharFormat]]] = {i: [] for i in range(len(lines))}
-        for index, ttype, value in self._lexer.get_tokens_unprocessed(text):
-            if not value:
-                continue
-            fmt = self._format(ttype)
-            if not fmt.foreground().style() and not fmt.fontItalic() and fmt.fontWeight() <= QFont.Weight.Normal:
-                continue
-            pos, end = index, index + len(value)
-            line = bisect.bisect_right(starts, pos) - 1
-            while pos < end and line < len(lines):
-                line_end = starts[line] + len(lines[line])
-                stop = min(end, line_end)
-                if stop > pos:
-                    spans[line].append((pos - starts[line], stop - pos, fmt))
-                pos = line_end + 1
-                line += 1
-        new = {i: (lines[i], s) for i, s in spans.items()}
-        old = self._spans
-        self._spans = new
-        block = doc.firstBlock()
-        while block.isValid():
-            n = block.blockNumber()
-            a, b = old.get(n), new.get(n)
-            if a is None or b is None or a[0] != b[0] or [(x, y, id(f)) for x, y, f in a[1]] != [
-                    (x, y, id(f)) for x, y, f in b[1]]:
-                self.rehighlightBlock(block)
-            block = block.next()
-
-    def highlightBlock(self, text: str) -> None:
-        entry = self._spans.get(self.currentBlock().blockNumber())
-        if entry is None or entry[0] != text:
-            return
-        for start, length, fmt in entry[1]:
-            self.setFormat(start, length, fmt)
+__all__ = ["KEYBOARD_HELP", "CodeEditor", "CodePane", "FindBar", "PygmentsHighlighter", "indent_unit", "is_dark"]
 
 
 class _LineNumbers(QWidget):
@@ -141,11 +43,34 @@ class _LineNumbers(QWidget):
         self.editor.paint_line_numbers(event)
 
 
+def indent_unit(text: str) -> str:
+    """The document's indentation step: a tab when most indented lines start with one, else the
+    smallest run of leading spaces (2 when nothing is indented yet)."""
+    tabs = spaces = 0
+    widths: list[int] = []
+    for line in text.split("\n"):
+        if line.startswith("\t"):
+            tabs += 1
+        elif line.startswith(" ") and line.strip():
+            spaces += 1
+            widths.append(len(line) - len(line.lstrip(" ")))
+    if tabs > spaces:
+        return "\t"
+    return " " * max(1, min(min(widths, default=2), 8))
+
+
+#: How the editor treats Tab (the code pane's tooltip shows it).
+KEYBOARD_HELP = ("Tab indents (the selected lines, or at the cursor), Shift+Tab unindents; "
+                 "Ctrl+Tab / Ctrl+Shift+Tab move the keyboard focus to the next / previous control")
+
+
 class CodeEditor(QPlainTextEdit):
     """A plain-text editor for HTML with line numbers and syntax colours.
 
     ``user_edited`` fires for edits made by the user (typing, pasting, undo),
-    not for text the application streams in or loads.
+    not for text the application streams in or loads. Tab and Shift+Tab indent and
+    unindent (the selected lines, in the document's own indentation); Ctrl+Tab and
+    Ctrl+Shift+Tab leave the editor, as in other code editors (:data:`KEYBOARD_HELP`).
     """
 
     user_edited = Signal()
@@ -165,6 +90,7 @@ class CodeEditor(QPlainTextEdit):
         self._update_margins()
         self.highlighter = PygmentsHighlighter(self.document(), is_dark(self))
         self._programmatic = 0
+        self._indent: str | None = None  # the document's indentation step, found once per loaded text
         self.textChanged.connect(self._text_changed)
 
     # ------------------------------------------------------------ text from the application
@@ -175,6 +101,7 @@ class CodeEditor(QPlainTextEdit):
     def set_text(self, text: str) -> None:
         """Replace the text (not a user edit; the undo history starts over)."""
         self._programmatic += 1
+        self._indent = None
         try:
             self.setPlainText(text)
         finally:
@@ -188,6 +115,7 @@ class CodeEditor(QPlainTextEdit):
         bar = self.verticalScrollBar()
         follow = bar.value() >= bar.maximum() - 4
         self._programmatic += 1
+        self._indent = None
         try:
             cursor = QTextCursor(self.document())
             cursor.movePosition(QTextCursor.MoveOperation.End)
@@ -196,6 +124,84 @@ class CodeEditor(QPlainTextEdit):
             self._programmatic -= 1
         if follow:
             bar.setValue(bar.maximum())
+
+    # ------------------------------------------------------------ Tab: indentation, Ctrl+Tab: focus
+    def event(self, event: QEvent) -> bool:
+        # Tab and Backtab are seen here before QWidget's focus handling and keyPressEvent
+        if event.type() == QEvent.Type.KeyPress and isinstance(event, QKeyEvent) and event.key() in (
+                Qt.Key.Key_Tab, Qt.Key.Key_Backtab):
+            mods = event.modifiers()
+            back = event.key() == Qt.Key.Key_Backtab or bool(mods & Qt.KeyboardModifier.ShiftModifier)
+            if mods & Qt.KeyboardModifier.ControlModifier:
+                QWidget.focusNextPrevChild(self, not back)
+            elif not self.isReadOnly():
+                self.unindent() if back else self.indent()
+            event.accept()
+            return True
+        return super().event(event)
+
+    def _line_range(self, cursor: QTextCursor) -> tuple[int, int]:
+        doc = self.document()
+        first = doc.findBlock(cursor.selectionStart()).blockNumber()
+        end_block = doc.findBlock(cursor.selectionEnd())
+        last = end_block.blockNumber()
+        if cursor.hasSelection() and last > first and cursor.selectionEnd() == end_block.position():
+            last -= 1  # a selection ending at a line's start does not take that line
+        return first, last
+
+    def _reselect(self, cursor: QTextCursor, first: int, last: int) -> None:
+        doc = self.document()
+        end = doc.findBlockByNumber(last)
+        cursor.setPosition(doc.findBlockByNumber(first).position())
+        cursor.setPosition(end.position() + end.length() - 1, QTextCursor.MoveMode.KeepAnchor)
+        self.setTextCursor(cursor)
+
+    def indent_step(self) -> str:
+        """The document's indentation (found when the text was loaded, so it stays while you indent)."""
+        if self._indent is None:
+            self._indent = indent_unit(self.toPlainText())
+        return self._indent
+
+    def indent(self) -> None:
+        """Tab: indent the selected lines, or insert one step of indentation at the cursor."""
+        cursor = self.textCursor()
+        unit = self.indent_step()
+        if not cursor.hasSelection():
+            if unit == "\t":
+                cursor.insertText(unit)
+            else:
+                column = cursor.positionInBlock()
+                cursor.insertText(" " * (len(unit) - column % len(unit)))
+            return
+        first, last = self._line_range(cursor)
+        cursor.beginEditBlock()
+        for n in range(first, last + 1):
+            block = self.document().findBlockByNumber(n)
+            if block.text().strip():
+                c = QTextCursor(block)
+                c.insertText(unit)
+        cursor.endEditBlock()
+        self._reselect(cursor, first, last)
+
+    def unindent(self) -> None:
+        """Shift+Tab: take one step of indentation off the selected lines (or the cursor's line)."""
+        cursor = self.textCursor()
+        unit = self.indent_step()
+        first, last = self._line_range(cursor)
+        had_selection = cursor.hasSelection()
+        cursor.beginEditBlock()
+        for n in range(first, last + 1):
+            block = self.document().findBlockByNumber(n)
+            text = block.text()
+            lead = len(text) - len(text.lstrip(" \t"))
+            take = 1 if text.startswith("\t") else min(lead, len(unit) if unit != "\t" else 4)
+            if take:
+                c = QTextCursor(block)
+                c.movePosition(QTextCursor.MoveOperation.Right, QTextCursor.MoveMode.KeepAnchor, take)
+                c.removeSelectedText()
+        cursor.endEditBlock()
+        if had_selection:
+            self._reselect(cursor, first, last)
 
     def changeEvent(self, event: QEvent) -> None:
         super().changeEvent(event)
@@ -336,7 +342,8 @@ class CodePane(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.editor = CodeEditor(self)
-        self.editor.setToolTip("The generated HTML: editable, the preview re-renders after you stop typing")
+        self.editor.setToolTip("The generated HTML: editable, the preview re-renders after you stop typing.\n"
+                               + KEYBOARD_HELP + ".")
         self.find_bar = FindBar(self.editor, self)
         self.find_bar.hide()
         lay = QVBoxLayout(self)

@@ -6,7 +6,7 @@ import time
 
 import qtawesome as qta
 from PySide6.QtCore import QSize, Qt, Signal
-from PySide6.QtGui import QIcon, QPixmap
+from PySide6.QtGui import QIcon, QKeySequence, QPixmap, QShortcut
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QDialog,
@@ -77,6 +77,9 @@ class HistoryPanel(QWidget):
         stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.created))
         model = f"{e.model_name} {e.model_quant}".strip() or "unknown model"
         seed = e.seed if e.seed is not None else "?"
+        if "edited_from" in e.timings:  # kept by UnsavedEdits: the user's edits of an earlier entry
+            base = e.timings["edited_from"]
+            return f"{stamp} · edited{f' from #{base}' if base else ''}\n{model}\nseed {seed}"
         return f"{stamp} · {e.status}\n{model}\n{tokens} tokens · seed {seed}"
 
     def selected_ids(self) -> list[int]:
@@ -140,6 +143,8 @@ class CompareDialog(QDialog):
             self.views.append(view)
         lay = QVBoxLayout(self)
         lay.addWidget(split)
+        # Esc closes, from a rendered page too (the web view keeps its key presses, so QDialog never sees them)
+        QShortcut(QKeySequence(Qt.Key.Key_Escape), self, self.reject)
 
     @staticmethod
     def _caption(e: HistoryEntry) -> str:

@@ -296,3 +296,19 @@ def _count(img: QImage, colour: str, tol: int) -> int:
     rgb = arr[:, :img.width(), 2::-1].astype(np.int16)
     want = np.array([int(colour[i:i + 2], 16) for i in (1, 3, 5)], np.int16)
     return int((np.abs(rgb - want).max(axis=2) <= tol).sum())
+
+
+def test_images_filled_after_a_generation_say_nothing_when_the_page_changed_meanwhile(
+        qtbot: QtBot, harness: Harness) -> None:
+    """Nobody asked for this fill: a page edited while it was measured is left as the user made it,
+    without a 'pick the part again' warning about a pick that never happened."""
+    h = harness
+    h.messages.clear()
+    h.ctrl.page_generated(h.html)  # the window calls this when a generation ends (auto images: on)
+    assert h.ctrl.busy
+    edited = h.html + "\n<!-- typed meanwhile -->\n"
+    h.set_html(edited)
+    qtbot.waitUntil(lambda: not h.ctrl.busy, timeout=20000)
+    qtbot.wait(100)
+    assert h.html == edited
+    assert not [m for k, m in h.messages if k in ("warning", "error")], h.messages
