@@ -43,6 +43,7 @@ from .preview_panel import PreviewPanel
 from .request_controller import RequestController
 from .settings_dialog import SettingsDialog
 from .status_panel import StatusPanel
+from .unsaved_edits import UnsavedEdits
 from .widgets import Banner
 from .window_actions import TOOLBAR, build_actions, build_menus
 
@@ -86,6 +87,7 @@ class MainWindow(QMainWindow):
             parent=self)
         self._layout()
         self._docks()
+        self.unsaved = UnsavedEdits.attach(self)  # edits are kept or dropped on purpose, never silently
         self.inputs.input_changed.connect(self._input_changed)
         self.inputs.named.connect(self._named)
         self.requests.running_changed.connect(lambda _r: self._sync_actions())
@@ -167,7 +169,7 @@ class MainWindow(QMainWindow):
             toggles.append(act)
         self.toolbar.insertSeparator(self.actions_by_name["models"])
         e = self.edits.actions
-        build_menus(self, self.actions_by_name, toggles, edit_actions=[
+        build_menus(self, self.actions_by_name, [*toggles, None, *self.page.scheme_actions.values()], edit_actions=[
             e["undo_edit"], e["redo_edit"], None, e["pick_element"], e["select_region"], e["clear_selection"],
             e["regenerate_part"], e["instruct_element"], e["cancel_edit"], None, e["images_from_input"],
             e["auto_images"], e["fill_empty_boxes"]])
@@ -261,6 +263,8 @@ class MainWindow(QMainWindow):
         if self.requests.job is not None:
             self._info("Wait for the current generation to finish.")
             return
+        if not self.unsaved.confirm("reopen"):
+            return
         self.page.show_page(entry.html)
         self.edits.reset(entry.html)
         self.requests.current_entry_id = entry.id
@@ -268,7 +272,8 @@ class MainWindow(QMainWindow):
         self.page.fidelity.show_stored(entry.fidelity)
         if entry.instruction:
             self.params.instruction.setPlainText(entry.instruction)
-        self._info(f"Reopened: {entry.title}")
+        note = self.unsaved.restore_input(entry)  # the entry's input image becomes the input
+        self._info(f"Reopened: {entry.title}.{note}")
 
     # ================================================================== models and settings
     def open_models(self) -> None:
@@ -314,6 +319,9 @@ class MainWindow(QMainWindow):
 
     # ================================================================== closing
     def closeEvent(self, event: QCloseEvent) -> None:
+        if not self.unsaved.confirm("quit"):
+            event.ignore()
+            return
         if self.get_model_dialog is not None:
             self.get_model_dialog.cancel()
         # Ends the engine process: it has WorkerBackend.close_grace_s (1 s) to exit, then it is
@@ -321,5 +329,6 @@ class MainWindow(QMainWindow):
         self.edits.close()
         self.requests.close()
         self.page.fidelity.close_scorer()
+        self.page.close_workers()
         self.inputs.close()
         super().closeEvent(event)

@@ -9,6 +9,7 @@ controller streams into it.
 from __future__ import annotations
 
 import atexit
+import io
 import shutil
 import tempfile
 import time
@@ -18,12 +19,13 @@ from pathlib import Path
 import qtawesome as qta
 from PIL import Image
 from PySide6.QtCore import QSize, Qt, QTimer, QUrl, Signal
-from PySide6.QtGui import QAction, QDesktopServices, QGuiApplication
+from PySide6.QtGui import QAction, QActionGroup, QDesktopServices, QGuiApplication
 from PySide6.QtWidgets import (
     QButtonGroup,
     QComboBox,
     QFileDialog,
     QLabel,
+    QMenu,
     QSlider,
     QSplitter,
     QStackedWidget,
@@ -36,17 +38,24 @@ from PySide6.QtWidgets import (
 from .. import config
 from .code_view import CodePane
 from .fidelity_panel import FidelityPanel
-from .imaging import pil_to_qimage, qimage_to_png
-from .preview import PreviewArea
+from .imaging import pil_to_qimage
+from .png_encoder import PngEncoder
+from .preview import PreviewArea, with_color_scheme
+from .render import Rendered, Renderer
 
 EDIT_DEBOUNCE_MS = 400
 COMPARE_MODES = ("Page", "Side by side", "Overlay", "Fidelity")
+#: The preview's light/dark switch: (setting, menu text, icon)
+PAGE_SCHEMES = (("auto", "Page colours: follow the system", "mdi6.theme-light-dark"),
+                ("light", "Page colours: light", "mdi6.white-balance-sunny"),
+                ("dark", "Page colours: dark", "mdi6.weather-night"))
 
 
 class PreviewPanel(QWidget):
     """Code view | preview, with their toolbars. ``saved(html)`` after Save (the history keeps the edit)."""
 
     saved = Signal(str)
+    exported = Signal(str, str)  # path, error ("" when the PNG was written)
 
     def __init__(self, actions: dict[str, QAction], error: Callable[..., None], info: Callable[[str], None],
                  parent: QWidget | None = None) -> None:
@@ -56,6 +65,10 @@ class PreviewPanel(QWidget):
         self.input_image: Image.Image | None = None
         self.page_name = "page"
         self._tmp: Path | None = None
+        self._renderer: Renderer | None = None
+        self._encoder = PngEncoder(self)
+        self._encoder.encoded.connect(self._export_encoded)
+        self._encoder.failed.connect(lambda token, msg: self._export_failed(str(token), msg))
 
         # ---- code
         self.code = CodePane(self)
@@ -120,6 +133,7 @@ class PreviewPanel(QWidget):
         self.fidelity.button.clicked.connect(lambda: self.compare_box.setCurrentIndex(3))
         ptb.addWidget(self.fidelity.button)
         ptb.addSeparator()
+        self._scheme_menu(ptb)
         for n in ("browser", "export"):
             ptb.addAction(actions[n])
         pl.addWidget(ptb)
@@ -138,6 +152,44 @@ class PreviewPanel(QWidget):
         self._edit_timer.setInterval(EDIT_DEBOUNCE_MS)
         self._edit_timer.timeout.connect(self._render_edited)
         self.code.editor.user_edited.connect(self._edit_timer.start)
+
+    def _scheme_menu(self, ptb: QToolBar) -> None:
+        """Light/dark for the page only (what its ``prefers-color-scheme`` sees), apart from the app's theme."""
+        self.scheme_button = QToolButton(ptb)
+        self.scheme_button.setObjectName("page-color-scheme")
+        self.scheme_button.setAutoRaise(True)
+        self.scheme_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        menu = QMenu(self.scheme_button)
+        self.scheme_actions: dict[str, QAction] = {}
+        group = QActionGroup(self)
+        for name, text, icon in PAGE_SCHEMES:
+            act = menu.addAction(qta.icon(icon), text)
+            act.setCheckable(True)
+            act.setData(name)
+            group.addAction(act)
+            act.triggered.connect(lambda _c=False, n=name: self.set_page_scheme(n))
+            self.scheme_actions[name] = act
+        self.scheme_button.setMenu(menu)
+        ptb.addWidget(self.scheme_button)
+        settings = getattr(self.parent(), "settings", None)
+        scheme = getattr(settings, "preview_color_scheme", "auto")
+        self.set_page_scheme(scheme if scheme in self.scheme_actions else "auto", save=False)
+
+    def set_page_scheme(self, scheme: str, save: bool = True) -> None:
+        """Show the page light, dark or as the system says ("auto"); kept in the settings."""
+        self.preview.set_color_scheme(scheme)
+        act = self.scheme_actions[scheme]
+        act.setChecked(True)
+        self.scheme_button.setIcon(act.icon())
+        self.scheme_button.setToolTip(f"{act.text()} (what the page's prefers-color-scheme sees; "
+                                      "separate from Web2Code's own theme)")
+        settings = getattr(self.window(), "settings", None)
+        if save and isinstance(settings, config.Settings) and settings.preview_color_scheme != scheme:
+            settings.preview_color_scheme = scheme
+            try:
+                settings.save()
+            except OSError as exc:
+                self._error(f"Could not save the settings: {exc.strerror or exc}", kind="warning")
 
     # ------------------------------------------------------------ the page
     def html_text(self) -> str:
@@ -161,7 +213,7 @@ class PreviewPanel(QWidget):
             return
         q = pil_to_qimage(img)
         self.preview_area.strip.set_image(q)
-        self.preview.set_overlay_image(qimage_to_png(q))
+        self.preview.set_overlay_qimage(q)  # encoded off the GUI thread
 
     # ------------------------------------------------------------ comparing
     def set_compare_mode(self, index: int) -> None:
@@ -229,13 +281,53 @@ class PreviewPanel(QWidget):
         if path:
             self.export_png(path)
 
-    def export_png(self, path: str | Path) -> bool:
+    def export_png(self, path: str | Path) -> None:
+        """The whole page (its full height, up to 12,000 px) at the preview's width, as a PNG; ``exported`` after."""
         p = Path(path)
-        pix = self.preview.grab()
+        html = self.html_text()
+        if not html.strip():
+            self._info("Nothing to export yet.")
+            self.exported.emit(str(p), "nothing to export")
+            return
+        if self._renderer is None:
+            self._renderer = Renderer(self)
+        if self._renderer.busy:
+            self._info("An export is already running.")
+            self.exported.emit(str(p), "busy")
+            return
+        width, height = max(16, self.preview.width()), max(64, self.preview.height())
+        self._info(f"Exporting {p.name}…")
+        self._renderer.render_html(with_color_scheme(html, self.preview.color_scheme), width, height,
+                                   lambda r, err: self._export_rendered(p, r, err))
+
+    def _export_rendered(self, path: Path, rendered: Rendered | None, error: str) -> None:
+        if rendered is None:
+            self._export_failed(str(path), f"the page could not be rendered ({error})")
+            return
+        self._encoder.submit(str(path), lambda: _png_of(rendered))  # pixels and compression off the GUI thread
+
+    def _export_encoded(self, token: object, png: bytes) -> None:
+        p = Path(str(token))
         try:
-            config.atomic_write_bytes(p, qimage_to_png(pix.toImage()))
+            config.atomic_write_bytes(p, png)
         except OSError as exc:
-            self._error(f"Could not export {p.name}: {exc.strerror or exc}")
-            return False
+            self._export_failed(str(p), f"{exc.strerror or exc}")
+            return
         self._info(f"Exported {p}")
-        return True
+        self.exported.emit(str(p), "")
+
+    def _export_failed(self, path: str, message: str) -> None:
+        self._error(f"Could not export {Path(path).name}: {message}")
+        self.exported.emit(path, message)
+
+    def close_workers(self) -> None:
+        """End an export that is running (the window closes)."""
+        if self._renderer is not None:
+            self._renderer.close()
+        self._encoder.wait(5000)
+
+
+def _png_of(rendered: Rendered) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rendered.image).save(buf, format="PNG")
+    return buf.getvalue()

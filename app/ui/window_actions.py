@@ -82,9 +82,10 @@ def build_actions(window: QMainWindow) -> dict[str, QAction]:
     return actions
 
 
-def build_menus(window: QMainWindow, actions: dict[str, QAction], view_actions: list[QAction], *,
+def build_menus(window: QMainWindow, actions: dict[str, QAction], view_actions: Sequence[QAction | None], *,
                 edit_actions: Sequence[QAction | None] = ()) -> None:
-    """The menu bar; ``view_actions`` (panel toggles) and ``edit_actions`` (part edits) come from the parts."""
+    """The menu bar; ``view_actions`` (panel toggles, the page's colours) and ``edit_actions`` (part edits) come
+    from the parts."""
     bar = window.menuBar()
     for title, names in MENUS:
         menu = bar.addMenu(title)

@@ -13,7 +13,9 @@ from .helpers import close_window, make_window
 
 UI = Path(__file__).resolve().parents[2] / "app" / "ui"
 PARTS = ("main_window.py", "request_controller.py", "input_controller.py", "preview_panel.py", "params_panel.py",
-         "status_panel.py", "window_actions.py")
+         "status_panel.py", "window_actions.py", "edit_controller.py", "edit_picking.py", "edit_parts.py",
+         "edit_widgets.py", "code_view.py", "highlight.py", "unsaved_edits.py", "history_panel.py",
+         "preview.py", "preview_sandbox.py", "preview_document.py", "png_encoder.py")
 
 
 def test_the_window_and_every_part_stay_small() -> None:
@@ -32,7 +34,11 @@ def test_every_command_is_in_the_menu_bar_once_and_nowhere_twice(qtbot: QtBot) -
             assert in_menus.count(act) == 1, f"{name} is in the menus {in_menus.count(act)} times"
         for name in ("open", "paste", "generate", "stop", "regenerate", "save", "find", "quit", "address"):
             assert win.actions_by_name[name].shortcuts(), f"{name} has no shortcut"
-        assert {a.text().replace("&", "") for a in menus["View"].actions()} >= {"History", "Ask about this page"}
+        assert {a.text().replace("&", "") for a in menus["View"].actions()} >= {
+            "History", "Ask about this page", "Page colours: light", "Page colours: dark"}
+        dark = next(a for a in menus["View"].actions() if a.text() == "Page colours: dark")
+        dark.trigger()  # the same command as the preview toolbar's switch
+        assert win.page.preview.color_scheme == "dark" and dark.isChecked()
         # Generate, Stop and Regenerate are commands of the toolbar and the menu, not buttons a second time
         for text in ("Generate", "Stop", "Regenerate"):
             assert not [b for b in win.findChildren(QPushButton) if b.text().replace("&", "") == text]
