@@ -103,12 +103,13 @@ ensure_venv() {
 }
 
 # Debian packages the headless GUI tests need (see shared design notes on QtWebEngine), and cmake,
-# which builds llama.cpp's llama-server for the integration tests.
+# which builds llama.cpp's llama-server for the integration tests; dbus-daemon runs a private session
+# bus for the screen-capture portal tests.
 DEB_PKGS=(xvfb xauth git cmake libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 libxcb-shape0
           libxcb-xinerama0 libxcb-randr0 libxcb-xkb1 libxcb-cursor0 libxkbcommon0 libxkbcommon-x11-0
           libnss3 libgl1 libegl1 libgl1-mesa-dri libfontconfig1 libdbus-1-3 fonts-dejavu-core
           libxcomposite1 libxdamage1 libxrandr2 libxtst6 libxkbfile1 libxshmfence1 libgbm1
-          "libasound2t64|libasound2")
+          "libasound2t64|libasound2" "dbus-daemon|dbus")
 
 ensure_debian_packages() {
     command -v dpkg-query >/dev/null 2>&1 || return 0   # not Debian/Ubuntu: see README

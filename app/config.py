@@ -113,6 +113,8 @@ class Settings:
     remote_api_key: str = ""
     remote_timeout_s: int = 120  # the longest the server may stay silent (RemoteBackend.read_timeout)
     allow_remote_resources: bool = False  # preview may load images/CSS from the network
+    theme: str = "system"  # "system" (follow the desktop's light/dark scheme), "light" or "dark"
+    preview_color_scheme: str = "auto"  # what the page's prefers-color-scheme sees: "auto", "light" or "dark"
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

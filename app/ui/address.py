@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
 )
 
 from ..errors import Web2CodeError
+from . import theme
 from .render import MAX_HEIGHT, Rendered, Renderer, capture_url_sync
 
 DEFAULT_WIDTH = 1280
@@ -187,7 +188,7 @@ class AddressDialog(QDialog):
         form.addRow("Width:", self.width_box)
         self.error = QLabel(self)
         self.error.setTextFormat(Qt.TextFormat.PlainText)
-        self.error.setStyleSheet("color: #b91c1c;")
+        self.error.setStyleSheet(f"color: {theme.error_colour(self)};")
         self.error.hide()
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel, self)
         buttons.button(QDialogButtonBox.StandardButton.Ok).setText("Capture")

@@ -5,8 +5,14 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from ..errors import Web2CodeError
+
+if TYPE_CHECKING:
+    from PySide6.QtWidgets import QApplication
+
+    from .main_window import MainWindow
 
 _refcount_floor: object = None  # kept alive for the life of the application (see binding_check)
 
@@ -26,6 +32,12 @@ def prepare_qt_environment() -> None:
 
 
 def run_gui(image: str | None = None) -> int:
+    app, _win = start_gui(image)
+    return int(app.exec())
+
+
+def start_gui(image: str | None = None) -> tuple[QApplication, MainWindow]:
+    """The application and its shown main window, in the saved theme (``run_gui`` then runs the event loop)."""
     prepare_qt_environment()
     import PySide6.QtWebEngineWidgets  # noqa: F401  (must precede the QApplication)
     from PySide6.QtCore import Qt
@@ -51,10 +63,14 @@ def run_gui(image: str | None = None) -> int:
     global _refcount_floor
     _refcount_floor = startup_check(parent=app)
 
+    from .. import config
     from .main_window import MainWindow
+    from .theme import apply_theme
 
-    win = MainWindow()
+    settings = config.Settings.load()
+    apply_theme(settings.theme)  # and follows the desktop's scheme from now on when it is "system"
+    win = MainWindow(settings)
     win.show()
     if image:
         win.inputs.open_path(image)
-    return int(app.exec())
+    return app, win

@@ -33,6 +33,7 @@ from ...converters.hub import PROGRESS_PREFIX
 from ..config import atomic_write_bytes
 from ..engine import pair as pairs
 from ..errors import ModelError
+from . import theme
 
 REPO_ID = "LLM360/CrystalChat-7B-Web2Code"
 MODEL_FOLDER = "crystalchat-7b-web2code"
@@ -206,7 +207,7 @@ class ModelsDialog(QDialog):
         self.btn_delete.setEnabled(False)
 
     def show_message(self, text: str, error: bool = False) -> None:
-        self.message.setStyleSheet("color: #c62828;" if error else "")
+        self.message.setStyleSheet(f"color: {theme.error_colour(self)};" if error else "")
         self.message.setText(text)
 
     def add_files(self) -> None:
@@ -498,7 +499,7 @@ class GetModelDialog(QDialog):
             self.progress.setValue(0)
 
     def _fail(self, message: str, error: bool = True) -> None:
-        self.status.setStyleSheet("color: #c62828;" if error else "")
+        self.status.setStyleSheet(f"color: {theme.error_colour(self)};" if error else "")
         self.status.setText(message)
         self.log.appendPlainText(message)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import qtawesome as qta
+from PySide6.QtCore import QEvent
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -22,6 +23,7 @@ from PySide6.QtWidgets import (
 )
 
 from .. import config
+from . import theme
 
 QUANTS = ("Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0", "F16", "F32")
 
@@ -102,8 +104,14 @@ class SettingsDialog(QDialog):
         self.allow_remote.setChecked(settings.allow_remote_resources)
         self.allow_remote.setToolTip("Off by default: generated pages are untrusted and the preview stays offline")
         form.addRow("Preview:", self.allow_remote)
+        self.theme = QComboBox(self)
+        for key in theme.THEMES:
+            self.theme.addItem(theme.THEME_LABELS[key], key)
+        self.theme.setCurrentIndex(max(0, self.theme.findData(settings.theme)))
+        self.theme.setToolTip("Light or dark window; \"Follow the system\" switches with the desktop's scheme")
+        form.addRow("Appearance:", self.theme)
         self.error = QLabel(self)
-        self.error.setStyleSheet("color: #c62828;")
+        self._colour_error()
         self.error.setWordWrap(True)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel,
                                    self)
@@ -113,6 +121,14 @@ class SettingsDialog(QDialog):
         lay.addLayout(form)
         lay.addWidget(self.error)
         lay.addWidget(buttons)
+
+    def _colour_error(self) -> None:
+        self.error.setStyleSheet(f"color: {theme.error_colour(self)};")
+
+    def changeEvent(self, event: QEvent) -> None:
+        super().changeEvent(event)
+        if event.type() == QEvent.Type.PaletteChange:
+            self._colour_error()
 
     def _browse(self) -> None:
         d = QFileDialog.getExistingDirectory(self, "Models folder", self.models_dir.text() or
@@ -127,7 +143,8 @@ class SettingsDialog(QDialog):
             self.original, gpu_layers=gl, vision_on_gpu=self.vision_gpu.isChecked(), threads=self.threads.value(),
             default_quant=self.quant.currentText().strip() or "Q4_K_M", models_dir=self.models_dir.text().strip(),
             remote_url=self.remote.text().strip(), allow_remote_resources=self.allow_remote.isChecked(),
-            remote_api_key=self.api_key.text().strip(), remote_timeout_s=self.timeout.value())
+            remote_api_key=self.api_key.text().strip(), remote_timeout_s=self.timeout.value(),
+            theme=str(self.theme.currentData()))
 
     def validate(self) -> str:
         url = self.remote.text().strip()
@@ -153,4 +170,5 @@ class SettingsDialog(QDialog):
             self.error.setText(f"Could not save the settings: {exc.strerror or exc}")
             return
         self.saved = s
+        theme.apply_theme(s.theme)  # live: the running application follows at once
         super().accept()

@@ -6,9 +6,10 @@ from pathlib import Path
 
 from PySide6.QtCore import QMimeData, QPoint, QPointF, QRect, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent, QGuiApplication, QImage
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QWidget
 from pytestqt.qtbot import QtBot
 
+from web2code.app.ui.capture import grab_screen, is_all_black
 from web2code.app.ui.main_window import MainWindow
 
 from .helpers import make_window, page_image
@@ -89,7 +90,19 @@ def test_crop_and_undo_crop(qtbot: QtBot, tmp_path: Path) -> None:
     assert win.inputs.input_image.size == (300, 200)
 
 
+def _desktop(qtbot: QtBot) -> QWidget:
+    """Something on the screen behind the window: Xvfb's bare root is all black, which capture refuses."""
+    w = QWidget()
+    qtbot.addWidget(w)
+    w.setStyleSheet("background: #4a6a8a;")
+    w.setGeometry(QGuiApplication.primaryScreen().geometry())
+    w.show()
+    qtbot.waitUntil(lambda: not is_all_black(grab_screen()), timeout=5000)  # painted, not just mapped
+    return w  # keep it: qtbot holds widgets weakly
+
+
 def test_capture_a_screen_region(qtbot: QtBot) -> None:
+    backdrop = _desktop(qtbot)  # noqa: F841 (kept alive while capturing)
     win = make_window(qtbot)
     win.inputs.start_capture(delay_ms=50)
     qtbot.waitUntil(lambda: win.inputs.capture_overlay is not None and win.inputs.capture_overlay.isVisible(),
@@ -108,6 +121,7 @@ def test_capture_a_screen_region(qtbot: QtBot) -> None:
 
 
 def test_capture_escape_cancels(qtbot: QtBot) -> None:
+    backdrop = _desktop(qtbot)  # noqa: F841 (kept alive while capturing)
     win = make_window(qtbot)
     win.inputs.start_capture(delay_ms=50)
     qtbot.waitUntil(lambda: win.inputs.capture_overlay is not None and win.inputs.capture_overlay.isVisible(),
