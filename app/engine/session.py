@@ -62,6 +62,7 @@ from .speculative import (
     GPU_EXTRA_COST,
     OCR,
     Drafter,
+    StepCosts,
     prior_text,
 )
 
@@ -243,6 +244,8 @@ class Session:
         # The last request's drafting, for the bench and debugging: (drafted, accepted, steps) per
         # source, and the image text (None: no OCR ran or it was not ready before the end).
         self.last_drafts: dict[str, tuple[int, int, int]] = {}
+        # Seconds of a one-row step and of a verify batch on this device (speculative.StepCosts).
+        self.step_costs: StepCosts | None = None
         self.last_ocr: ImageText | None = None
         self.last_ocr_ready_step = -1  # the decode step at which the image text joined (-1: never)
         self.devices: tuple[str, ...] = ()
@@ -470,11 +473,14 @@ class Session:
             positions = [*positions, *range(pad)]
             sids += [(scratch,)] * pad
             want_logits = [*want_logits, *([False] * pad)]
+        t0 = time.perf_counter()
         try:
             self._decode_tokens(tokens, 0, seq_ids=sids, want_logits=want_logits, positions=positions)
         finally:
             if pad and not ctx.closed:
                 ctx.seq_rm(self._n_seq_max)
+        if self.step_costs is not None:  # what drafting really costs here (new_drafter made it)
+            self.step_costs.add(n, time.perf_counter() - t0)
 
     def _prefill(self, keys: list[PosKey], emb: F32) -> Generator[Progress, None, int]:
         """Evaluate the positions after the common prefix, yielding progress.
@@ -696,7 +702,10 @@ class Session:
             if self._prior_tokens is None:
                 self._prior_tokens = self.tokenize(prior_text())
             prior = self._prior_tokens
-        d = Drafter(k, GPU_EXTRA_COST if on_gpu else CPU_EXTRA_COST, prior=prior)
+        default = GPU_EXTRA_COST if on_gpu else CPU_EXTRA_COST
+        if self.step_costs is None or self.step_costs.default_extra != default:
+            self.step_costs = StepCosts(default)  # measured from here on, kept for the session's next requests
+        d = Drafter(k, default, prior=prior, costs=self.step_costs)
         d.extend([key if isinstance(key, int) else -1 for key in self._kv_keys])  # -1: image rows
         return d
 

@@ -43,6 +43,7 @@ policy) so they can be tested on their own; session.py drives llama.cpp.
 
 from __future__ import annotations
 
+import statistics
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -51,8 +52,10 @@ from typing import Protocol
 
 #: Rows of one verify batch on the CPU (the repacked kernels' GEMM tile).
 CPU_BATCH_ROWS = 4
-#: Extra cost of a padded 4-row verify batch over one decode step, in steps (CPU, 7B Q4_K_M,
-#: 2 threads: llama-bench pp4 1.53x, the engine's verify step with every row's logits 1.56x).
+#: Extra cost of a padded 4-row verify batch over one decode step, in steps, until the session has
+#: measured its own (StepCosts): CPU, 7B Q4_K_M, 2 threads: llama-bench pp4 1.53x, the engine's
+#: verify step with every row's logits 1.56x. Other CPUs differ widely: one with twice the memory
+#: bandwidth measured 2.3x, where drafts at the usual acceptance cost more than they save.
 CPU_EXTRA_COST = 0.5
 #: With GPU offload a batch of up to 9 rows costs about one step.
 GPU_DRAFT_MAX = 8
@@ -158,15 +161,43 @@ class SourceStats:
         return (self.accepted + 1) / (self.drafted + 2)
 
 
+class StepCosts:
+    """What one decode step of one row and one verify batch (more rows) take on this device, measured
+    as the session decodes; :attr:`extra` is the batch's cost over a step, in steps, which the pause
+    rule weighs the accepted drafts against. Until both kinds have ``min_samples`` measurements it
+    is the device's default. The median of the recent ones: a slow step of a busy machine moves it little."""
+
+    def __init__(self, default_extra: float, *, min_samples: int = 4, keep: int = 64) -> None:
+        self.default_extra = default_extra
+        self.min_samples = min_samples
+        self.single: deque[float] = deque(maxlen=keep)
+        self.batch: deque[float] = deque(maxlen=keep)
+
+    def add(self, rows: int, seconds: float) -> None:
+        if seconds > 0:
+            (self.single if rows <= 1 else self.batch).append(seconds)
+
+    @property
+    def calibrated(self) -> bool:
+        return len(self.single) >= self.min_samples and len(self.batch) >= self.min_samples
+
+    @property
+    def extra(self) -> float:
+        if not self.calibrated:
+            return self.default_extra
+        return max(0.0, statistics.median(self.batch) / statistics.median(self.single) - 1.0)
+
+
 class Drafter:
     """The drafting policy: the n-gram index over prior + prompt + output, the optional draft source
     of the image's text, the draft length, which source proposes, and the pause rule (per source).
     The engine and the bench's replay both use it."""
 
     def __init__(self, draft_max: int, extra_cost: float, *, prior: Sequence[int] = (),
-                 window: int = PAUSE_WINDOW, probe_every: int = PROBE_EVERY) -> None:
+                 window: int = PAUSE_WINDOW, probe_every: int = PROBE_EVERY, costs: StepCosts | None = None) -> None:
         self.draft_max = draft_max
-        self.extra_cost = extra_cost
+        self._extra_cost = extra_cost
+        self.costs = costs  # measured on this device: they replace ``extra_cost`` once they have samples
         self.index = NgramIndex()
         if prior:
             self.index.extend([*prior, -1])  # -1: no draft runs from the prior into the prompt
@@ -181,6 +212,11 @@ class Drafter:
         if source is not None:
             self.text = source
             self.sources.setdefault(OCR, SourceStats(self._window))
+
+    @property
+    def extra_cost(self) -> float:
+        """A verify batch's cost over one step, in steps: measured when the session has, else the default."""
+        return self.costs.extra if self.costs is not None else self._extra_cost
 
     @property
     def drafted(self) -> int:

@@ -217,3 +217,22 @@ def test_the_command_line_reports_text_drafts_and_no_ocr_drafts_turns_them_off(
     assert with_text["image_text_draft_tokens"] > 0 and with_text["image_text_accepted_tokens"] > 0
     assert without["image_text_draft_tokens"] == 0 and without["draft_tokens"] > 0
     assert with_text["token_ids"] == without["token_ids"]
+
+
+def test_the_session_measures_what_a_step_and_a_verify_batch_cost_on_its_device(pair: ModelPair) -> None:
+    """The pause rule weighs accepted drafts against this device's own batch cost, measured as it decodes
+    (one-row steps and verify batches), and the next request starts from those figures."""
+    img = _text_image()
+    params = GenerationParams(instruction=INSTRUCTION, temperature=0.0, max_tokens=48)
+    with Session(pair, _options(ocr_drafts=False)) as s:
+        _run(s, img, params)
+        costs = s.step_costs
+        assert costs is not None and len(costs.batch) > 0  # the copy head's drafts were verified in batches
+        assert all(t > 0 for t in [*costs.single, *costs.batch])
+        n = len(costs.batch)
+        _run(s, img, params)
+        assert s.step_costs is costs and len(costs.batch) > n  # kept and added to across requests
+        d = s.new_drafter()
+        assert d.costs is costs
+        if costs.calibrated:
+            assert d.extra_cost == costs.extra

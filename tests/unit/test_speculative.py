@@ -12,6 +12,7 @@ from web2code.app.engine.speculative import (
     PROBE_EVERY,
     Drafter,
     NgramIndex,
+    StepCosts,
     prior_text,
 )
 
@@ -77,6 +78,35 @@ def test_the_window_compares_accepted_tokens_with_the_batch_cost() -> None:
     assert not d.paused  # 0.5 tokens a step: just pays
     d.record(3, 0)
     assert d.paused
+
+
+def test_the_batch_cost_is_the_device_s_own_once_measured() -> None:
+    costs = StepCosts(CPU_EXTRA_COST, min_samples=4)
+    for _ in range(3):
+        costs.add(1, 0.15)
+        costs.add(4, 0.35)
+    assert costs.extra == CPU_EXTRA_COST and not costs.calibrated  # too few to go by
+    costs.add(1, 0.15)
+    costs.add(4, 0.36)
+    assert costs.calibrated and costs.extra == pytest.approx(0.35 / 0.15 - 1)
+    costs.add(4, 9.0)  # one step of a busy machine hardly moves the median
+    assert costs.extra == pytest.approx(0.35 / 0.15 - 1)
+    costs.add(1, 0.0)  # a step not timed is no measurement
+    assert len(costs.single) == 4
+
+
+def test_drafts_that_pay_on_one_device_pause_on_a_device_where_batches_cost_more() -> None:
+    """1.25 tokens kept a step pays for a batch that costs 0.5 steps more, not for one that costs 1.4 more."""
+    slow_batches = StepCosts(CPU_EXTRA_COST, min_samples=1)
+    slow_batches.add(1, 0.10)
+    slow_batches.add(4, 0.24)
+    drafters = {"default": Drafter(3, CPU_EXTRA_COST), "measured": Drafter(3, CPU_EXTRA_COST, costs=slow_batches)}
+    for d in drafters.values():
+        d.extend([1, 2, 1, 2])
+        for accepted in [2, 1, 1, 1] * (PAUSE_WINDOW // 4):
+            d.record(3, accepted)
+    assert not drafters["default"].paused
+    assert drafters["measured"].paused and drafters["measured"].extra_cost == pytest.approx(1.4)
 
 
 def test_the_built_in_prior_is_html() -> None:
