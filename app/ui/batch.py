@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -50,13 +51,22 @@ def default_output_dir(paths: list[Path]) -> Path:
     return base / "web2code-html"
 
 
+def prepared_request(request: Request) -> Request:
+    """A photo of a sketch flattened, lit and cropped as the command line's batch does it
+    (``cli_prepare.prepared_input``); a screenshot goes as the file it is. Runs on the engine thread."""
+    from ..prepare import prepare_source
+
+    result = prepare_source(request.image)  # type: ignore[arg-type]  # a batch's requests carry paths
+    return dataclasses.replace(request, image=result.image) if result.changed else request
+
+
 class BatchDialog(QDialog):
     """Its own progress view: one row per image; files are converted one after another."""
 
     busy_changed = Signal(bool)
 
     def __init__(self, files: list[Path], output: Path, provider: BackendProvider, params: GenerationParams,
-                 parent: QWidget | None = None) -> None:
+                 parent: QWidget | None = None, *, prepare_photos: bool = True) -> None:
         super().__init__(parent)
         self.setWindowTitle(f"Web2Code — batch of {len(files)} image(s)")
         self.resize(760, 420)
@@ -65,6 +75,7 @@ class BatchDialog(QDialog):
         self.output = output
         self.provider = provider
         self.params = params
+        self.prepare_photos = prepare_photos  # as the window's "Prepare photo" and `generate --no-prepare`
         self.tree = QTreeWidget(self)
         self.tree.setHeaderLabels(["Image", "Status", "Output"])
         self.tree.setRootIsDecorated(False)
@@ -175,7 +186,8 @@ class BatchDialog(QDialog):
         item.setText(1, "starting…")
         self._raw = ""
         self._t0 = time.monotonic()
-        job = self.provider.job(Request(self.files[self._index], self.params), self)
+        job = self.provider.job(Request(self.files[self._index], self.params), self,
+                                prepare=prepared_request if self.prepare_photos else None)
         job.delivered.connect(self._events)
         job.finished.connect(self._job_done)
         self._job = job

@@ -74,10 +74,11 @@ class StreamJob(QObject):
     _wake = Signal()  # engine thread -> GUI thread: events are waiting (at most one in flight)
 
     def __init__(self, backend: Backend, request: Request, thread: EngineThread,
-                 parent: QObject | None = None) -> None:
+                 parent: QObject | None = None, *, prepare: Callable[[Request], Request] | None = None) -> None:
         super().__init__(parent)
         self.backend = backend
         self.request = request
+        self.prepare = prepare  # turns the request into what is sent, on the engine thread (a batch's photos)
         self.cancelled = False
         self._thread = thread
         self._done = threading.Event()
@@ -101,6 +102,8 @@ class StreamJob(QObject):
                 self._push(Finished(Stats(finish_reason="cancelled")), end=False)
             else:
                 relayed = False
+                if self.prepare is not None:
+                    self.request = self.prepare(self.request)
                 for ev in self.backend.stream(self.request):
                     self._push(ev, end=False)
                     if self.cancelled and not relayed:
@@ -182,8 +185,9 @@ class BackendProvider:
             self._thread = EngineThread()
         return self._thread
 
-    def job(self, request: Request, parent: QObject | None = None) -> StreamJob:
-        return StreamJob(self.get(), request, self.thread, parent)
+    def job(self, request: Request, parent: QObject | None = None, *,
+            prepare: Callable[[Request], Request] | None = None) -> StreamJob:
+        return StreamJob(self.get(), request, self.thread, parent, prepare=prepare)
 
     def models_dir(self) -> Path:
         return config.models_dir(self.settings.models_dir or None)

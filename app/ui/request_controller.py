@@ -155,7 +155,8 @@ class RequestController(QObject):
         except Web2CodeError as exc:
             self._error(str(exc))
             return False
-        dlg = BatchDialog(files, default_output_dir(paths), self.provider, params, self.owner)
+        dlg = BatchDialog(files, default_output_dir(paths), self.provider, params, self.owner,
+                          prepare_photos=self.inputs.pane.prepare_toggle.isChecked())
         dlg.busy_changed.connect(lambda busy: self.running_changed.emit(self.job is not None or busy))
         self.batch_dialog = dlg
         dlg.show()

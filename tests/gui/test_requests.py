@@ -314,3 +314,55 @@ def test_dropped_files_without_a_folder_start_at_once(qtbot: QtBot, win: MainWin
     dlg = win.requests.batch_dialog
     qtbot.waitUntil(lambda: not dlg.running and len(dlg.results) == 2, timeout=120000)
     dlg.close()
+
+
+class _Recorder(Backend):
+    """The window's real backend; notes what each request carried."""
+
+    def __init__(self, inner: Backend) -> None:
+        self.inner = inner
+        self.images: list[object] = []
+
+    def stream(self, request: Request) -> Iterator[Event]:
+        self.images.append(request.image)
+        yield from self.inner.stream(request)
+
+    def cancel(self) -> None:
+        self.inner.cancel()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+@pytest.mark.parametrize("prepare", [True, False], ids=["prepare-photo", "as-is"])
+def test_a_batch_prepares_photos_as_the_window_and_the_cli_do(qtbot: QtBot, win: MainWindow, tmp_path: Path,
+                                                              prepare: bool) -> None:
+    """A photo of a sketch in a batch is flattened and cropped before the model sees it, as for one image in
+    the window and in `web2code generate`; with "Prepare photo" off it goes as the file; a screenshot always
+    goes as the file."""
+    import numpy as np
+
+    from tests.sketch_photos import photo, wireframe
+    from web2code.app.prepare import prepare_source
+
+    shot = page_image(tmp_path / "in" / "screen.png")
+    snap = tmp_path / "in" / "sketch.jpg"
+    snap.write_bytes(photo(wireframe(12).image, 12, orientation=6).jpeg)
+    _warm(qtbot, win)
+    provider = win.requests.provider
+    rec = _Recorder(provider.get())
+    provider._backend = rec
+    win.input_pane.prepare_toggle.setChecked(prepare)
+    assert win.requests.start_batch([shot, snap])
+    dlg = win.requests.batch_dialog
+    assert dlg is not None
+    qtbot.waitUntil(lambda: not dlg.running and len(dlg.results) == 2, timeout=120000)
+    dlg.close()
+    assert set(dlg.results.values()) == {"ok"}, dlg.results
+    assert rec.images[0] == shot
+    if prepare:
+        expected = prepare_source(snap).image
+        got = rec.images[1]
+        assert not isinstance(got, Path) and np.array_equal(np.asarray(got), np.asarray(expected))
+    else:
+        assert rec.images[1] == snap
