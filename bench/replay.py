@@ -182,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mmproj", type=Path, help="... and the projector GGUF")
     ap.add_argument("--gpu-layers", type=int, default=0, help="-1: auto (every layer that fits); 0: the CPU")
     ap.add_argument("--pages", type=int, default=3)
+    ap.add_argument("--only", default="", metavar="PREFIXES",
+                    help="replay these corpus pages instead of the first --pages (name prefixes, e.g. 02,04)")
     ap.add_argument("--tokens", type=int, default=160, help="tokens replayed per page (0: the whole page)")
     ap.add_argument("--draft-max", type=int, default=0, help="0: the engine's default for the device")
     ap.add_argument("--no-pad", action="store_true", help="do not pad verify batches to 4 rows on the CPU")
@@ -226,7 +228,12 @@ def main(argv: list[str] | None = None) -> int:
     _reset(session, n_prompt)
     replay_speculative(session, warm, n_prompt)
     _reset(session, n_prompt)
-    pages = sorted((HERE / "corpus").glob("*.html"))[: args.pages]
+    pages = sorted((HERE / "corpus").glob("*.html"))
+    if args.only:
+        wanted = tuple(x.strip() for x in args.only.split(",") if x.strip())
+        pages = [p for p in pages if p.name.startswith(wanted)]
+    else:
+        pages = pages[: args.pages]
     rows = []
     for page in pages:
         toks = session.tokenize(page.read_text(encoding="utf-8"))[: args.tokens or None]

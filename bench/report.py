@@ -65,14 +65,16 @@ def figures(r: dict[str, Any]) -> list[dict[str, Any]]:
     e_ttft = _med(rd, "engine", "ttft_s")
     m_ttft = _med(rd, "mtmd_cli", "ttft_s")
     tr = _med(rd, "ttft_ratio")
-    rows.append({"figure": "time to first token (image encode + prefill) vs llama-mtmd-cli; median of rounds",
+    # Issue 6 asked for ≤ 1.05×; issue 16 keeps the prompt head from load and asks for ≤ 0.95×.
+    rows.append({"figure": "cold time to first token (image encode + prefill; the text before the image kept from "
+                           "load) vs llama-mtmd-cli; median of rounds",
                  "measured": f"{_fmt(e_ttft, ' s')} vs {_fmt(m_ttft, ' s')}", "ratio": _fmt(tr, '×', 3),
-                 "target": "≤ 1.05×", "verdict": _verdict(tr, 1.05, False)})
+                 "target": "≤ 0.95×", "verdict": _verdict(tr, 0.95, False)})
     e_min, m_min = _g(rd, "engine", "ttft_s", "min"), _g(rd, "mtmd_cli", "ttft_s", "min")
     tb = e_min / m_min if e_min and m_min else None
     rows.append({"figure": "… best round of each",
                  "measured": f"{_fmt(e_min, ' s')} vs {_fmt(m_min, ' s')}", "ratio": _fmt(tb, '×', 3),
-                 "target": "≤ 1.05×", "verdict": _verdict(tb, 1.05, False)})
+                 "target": "≤ 0.95×", "verdict": _verdict(tb, 0.95, False)})
     ru = ip.get("reuse", {})
     rr = _med(ru, "ratio")
     rows.append({"figure": "time to first token, regenerate for the same image (reuse) vs cold",
@@ -123,6 +125,18 @@ def figures(r: dict[str, Any]) -> list[dict[str, Any]]:
                               f"acceptance {rp.get('median_acceptance')}") if sp is not None else "—",
                  "ratio": _fmt(sp, "×"), "target": "≥ 1.5×",
                  "verdict": _verdict(sp, 1.5, True) if sp is not None else "not measured in this run"})
+    osp = rp.get("ocr_total_speedup")
+    if osp is not None:
+        n = sum(p["tokens"] for p in rp.get("pages", []) if "ocr_tok_s" in p)
+        rows.append({"figure": "… with drafts from the image's own text (OCR), whole pages (issue 16)",
+                     "measured": f"{osp}× over {n} tokens", "ratio": _fmt(osp, "×"), "target": "≥ 1.8×",
+                     "verdict": _verdict(osp, 1.8, True)})
+    pr = rp.get("predicted_whole_corpus") or {}
+    if pr.get("ocr_total_speedup") is not None:
+        psp = pr["ocr_total_speedup"]
+        rows.append({"figure": "… the same, predicted over every corpus page at this run's step costs",
+                     "measured": f"{psp}× (n-gram alone {pr.get('total_speedup')}×)", "ratio": _fmt(psp, "×"),
+                     "target": "≥ 1.8×", "verdict": _verdict(psp, 1.8, True)})
     return rows
 
 
@@ -299,12 +313,19 @@ def _section_batches(r: dict[str, Any]) -> list[str]:
     b = r.get("batches")
     if not b:
         return []
+    cost = {row["rows"]: row["s_per_batch"] for row in b["rows"]}
+    if 3 in cost and 4 in cost and cost[4] <= cost[3]:
+        padding = ("Here the repacked Q4_K kernels multiply four rows at a time: a 4-row batch costs no more than "
+                   "a 3-row one, which is why the engine pads batches of 2-3 rows to 4 with throw-away rows and "
+                   "drafts 3 tokens per verify step.")
+    else:
+        padding = ("On this CPU a 4-row batch costs more than a 3-row one, so the engine's padding of 2-3 rows to "
+                   "4 (chosen where four rows cost no more than three) does not pay here; drafting weighs what "
+                   "the verify batches it runs really cost (speculative.StepCosts).")
     out = ["## What a batch of n rows costs", "",
            "One `llama_decode` of n token rows against one row (`llama-bench` pp n, one ubatch, median of the "
            f"repetitions; `{b['cmd']}`). Generation steps of several variants and speculative verify batches are "
-           "such batches. On the CPU the repacked Q4_K kernels multiply four rows at a time, so a 4-row batch "
-           "costs less than a 3-row one: the engine pads batches of 2-3 rows to 4 with throw-away rows and "
-           "drafts 3 tokens per verify step.", "",
+           f"such batches. {padding}", "",
            "| rows | tokens/s | s per batch | × one row |", "|---|---|---|---|"]
     for row in b["rows"]:
         out.append(f"| {row['rows']} | {row['tokens_per_s']:.2f} | {row['s_per_batch']:.3f} | {row['x_one_row']}× |")
@@ -421,6 +442,21 @@ def _section_replay(r: dict[str, Any]) -> list[str]:
         lines.append(f"| {p['page']} | {p['tokens']} | {p['plain_tok_s']} | {p['spec_tok_s']} | {p['speedup']}× "
                      f"| {p['drafted']} | {p['accepted']} ({p['acceptance']}) |")
     lines += ["", f"Total: {rp.get('total_speedup')}× (median page {rp.get('median_speedup')}×).", ""]
+    ocr_rows = [p for p in rp.get("pages", []) if "ocr_tok_s" in p]
+    if ocr_rows:
+        lines += ["With the drafts from the image's own text (issue 16): each page's screenshot, rendered by the "
+                  "fidelity renderer and read by the OCR (`bench/ocr_pages.py`), is given to the drafter as the "
+                  "engine gives it once its OCR thread is done.", "",
+                  "| page | tokens | plain tok/s | n-gram + text tok/s | speed-up | text drafted | text accepted |",
+                  "|---|---|---|---|---|---|---|"]
+        for p in ocr_rows:
+            t = (p.get("ocr_sources") or {}).get("ocr", {})
+            lines.append(f"| {p['page']} | {p['tokens']} | {p['plain_tok_s']} | {p['ocr_tok_s']} | "
+                         f"{p['ocr_speedup']}× | {t.get('drafted', 0)} | {t.get('accepted', 0)} "
+                         f"({t.get('acceptance', 0.0)}) |")
+        lines += ["", f"Total with the image's text: {rp.get('ocr_total_speedup')}×; acceptance per source: "
+                  + ", ".join(f"{k} {v['accepted']}/{v['drafted']} ({v['acceptance']})"
+                              for k, v in (rp.get("ocr_sources") or {}).items()) + ".", ""]
     pr = rp.get("predicted_whole_corpus") or {}
     if pr:
         costs = pr.get("step_costs_s", {})
@@ -431,6 +467,13 @@ def _section_replay(r: dict[str, Any]) -> list[str]:
                   f"(one row {one} s; verify batch {', '.join(f'{k} rows {v} s' for k, v in verify.items())}). "
                   f"Predicted speed-up: total {pr.get('total_speedup')}×, median page {pr.get('median_speedup')}× "
                   "(" + ", ".join(f"{x['page'][:2]}: {x['speedup']}×" for x in pr.get("pages", [])) + ").", ""]
+        if "ocr_total_speedup" in pr:
+            lines += [f"With the image's text, predicted the same way: total {pr['ocr_total_speedup']}×, median page "
+                      f"{pr.get('ocr_median_speedup')}× ("
+                      + ", ".join(f"{x['page'][:2]}: {x.get('ocr_speedup')}×" for x in pr.get("pages", []))
+                      + "); acceptance per source: "
+                      + ", ".join(f"{k} {v['accepted']}/{v['drafted']} ({v['acceptance']})"
+                                  for k, v in (pr.get("ocr_sources") or {}).items()) + ".", ""]
     return lines
 
 

@@ -441,11 +441,16 @@ def phase_bandwidth(ctx: Ctx) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------ main
-def phase_replay(ctx: Ctx, pages: int = 3, tokens: int = 300) -> dict[str, Any]:
-    """Speculative decoding by replaying bench/corpus pages through the engine (bench/replay.py)."""
+def phase_replay(ctx: Ctx, pages: int = 3, tokens: int = 300, only: str = "", ocr: bool = False) -> dict[str, Any]:
+    """Speculative decoding by replaying bench/corpus pages through the engine (bench/replay.py);
+    ``ocr``: also with the image-text source (the pages' screenshots read by bench.ocr_pages)."""
     out = ctx.pair_dir / "replay.json"
     cmd = [sys.executable, "-m", "bench.replay", "--pair", str(ctx.pair_dir), "--pages", str(pages),
            "--tokens", str(tokens), "--threads", str(ctx.threads), "--json", str(out)]
+    if only:
+        cmd += ["--only", only]
+    if ocr:
+        cmd += ["--ocr"]
     log(f"replay: {' '.join(cmd[2:])}")
     subprocess.run(cmd, check=True, cwd=Path(__file__).resolve().parents[1])
     data: dict[str, Any] = json.loads(out.read_text())
@@ -471,6 +476,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-memory-diagnostics", action="store_true")
     ap.add_argument("--replay-pages", type=int, default=3, help="corpus pages the replay phase forces as output")
     ap.add_argument("--replay-tokens", type=int, default=300, help="tokens per page (0: whole pages)")
+    ap.add_argument("--replay-only", default="", metavar="PREFIXES",
+                    help="replay these corpus pages (name prefixes, e.g. 02,04) instead of the first --replay-pages")
+    ap.add_argument("--replay-ocr", action="store_true",
+                    help="replay also with the drafts from the image's text (bench.ocr_pages reads the screenshots)")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     ap.add_argument("--append-rounds", action="store_true",
                     help="decode/ttft: add this run's rounds to today's instead of replacing them")
@@ -544,7 +553,8 @@ def main(argv: list[str] | None = None) -> int:
     if "bandwidth" in only:
         step("bandwidth", lambda: phase_bandwidth(ctx))
     if "replay" in only:
-        step("replay", lambda: phase_replay(ctx, args.replay_pages, args.replay_tokens))
+        step("replay", lambda: phase_replay(ctx, args.replay_pages, args.replay_tokens, args.replay_only,
+                                            args.replay_ocr))
     if "gui" in only:
         step("gui", lambda: {"window_shown": gui_hooks.window_shown_after_launch(),
                              "streaming_preview": gui_hooks.measure_streaming_preview()})
