@@ -40,3 +40,33 @@ def wait_idle(qtbot: QtBot, win: MainWindow, timeout: int = 60000) -> None:
 def close_window(qtbot: QtBot, win: MainWindow) -> None:
     win.close()
     qtbot.waitUntil(lambda: win.requests.job is None, timeout=20000)
+
+
+def drop_answering(qtbot: QtBot, win: MainWindow, paths: list[Path], accept: bool) -> tuple[bool, str]:
+    """Drop ``paths`` on the window; answer the question box (if one comes) from a timer, as a user would.
+    Returns what the drop returned and the box's text ("" when no box came)."""
+    from PySide6.QtCore import QMimeData, QTimer, QUrl
+    from PySide6.QtWidgets import QApplication, QMessageBox
+
+    seen: list[str] = []
+
+    def answer() -> None:
+        box = QApplication.activeModalWidget()
+        if not isinstance(box, QMessageBox) or seen:
+            return
+        seen.append(box.text() + "\n" + box.informativeText())
+        roles = (QMessageBox.ButtonRole.AcceptRole, QMessageBox.ButtonRole.YesRole) if accept else \
+            (QMessageBox.ButtonRole.RejectRole, QMessageBox.ButtonRole.NoRole)
+        next(b for b in box.buttons() if box.buttonRole(b) in roles).click()
+
+    timer = QTimer()
+    timer.timeout.connect(answer)
+    timer.start(50)
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
+    try:
+        ok = win.inputs.handle_mime(mime)
+        qtbot.wait(200)
+    finally:
+        timer.stop()
+    return ok, seen[0] if seen else ""

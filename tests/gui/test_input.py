@@ -12,7 +12,7 @@ from pytestqt.qtbot import QtBot
 from web2code.app.ui.capture import grab_screen, is_all_black
 from web2code.app.ui.main_window import MainWindow
 
-from .helpers import make_window, page_image
+from .helpers import drop_answering, make_window, page_image
 
 
 def _drop(win: MainWindow, mime: QMimeData) -> None:
@@ -173,9 +173,8 @@ def test_folder_drop_starts_a_batch(qtbot: QtBot, tmp_path: Path) -> None:
     for i in range(3):
         page_image(folder / f"s{i}.png")
     (folder / "readme.txt").write_text("x")
-    mime = QMimeData()
-    mime.setUrls([QUrl.fromLocalFile(str(folder))])
-    _drop(win, mime)
+    ok, question = drop_answering(qtbot, win, [folder], accept=True)  # a folder: the window asks first
+    assert ok and "3 images" in question, question
     dlg = win.requests.batch_dialog
     assert dlg is not None and dlg.isVisible()
     assert [f.name for f in dlg.files] == ["s0.png", "s1.png", "s2.png"]

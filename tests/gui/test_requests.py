@@ -14,7 +14,7 @@ from web2code.app.engine.events import Event
 from web2code.app.history import History
 from web2code.app.ui.main_window import MainWindow
 
-from .helpers import close_window, make_window, page_image, wait_idle
+from .helpers import close_window, drop_answering, make_window, page_image, wait_idle
 
 
 @pytest.fixture
@@ -133,36 +133,6 @@ def test_the_status_bar_stops_saying_failed_once_a_request_succeeds(qtbot: QtBot
 
 
 # ------------------------------------------------------------------ a dropped folder asks first
-def _drop_answering(qtbot: QtBot, win: MainWindow, paths: list[Path], accept: bool) -> tuple[bool, str]:
-    """Drop ``paths`` on the window; answer the question box (if one comes) from a timer, as a user would.
-    Returns what the drop returned and the box's text ("" when no box came)."""
-    from PySide6.QtCore import QMimeData, QTimer, QUrl
-    from PySide6.QtWidgets import QApplication, QMessageBox
-
-    seen: list[str] = []
-
-    def answer() -> None:
-        box = QApplication.activeModalWidget()
-        if not isinstance(box, QMessageBox) or seen:
-            return
-        seen.append(box.text() + "\n" + box.informativeText())
-        roles = (QMessageBox.ButtonRole.AcceptRole, QMessageBox.ButtonRole.YesRole) if accept else \
-            (QMessageBox.ButtonRole.RejectRole, QMessageBox.ButtonRole.NoRole)
-        next(b for b in box.buttons() if box.buttonRole(b) in roles).click()
-
-    timer = QTimer()
-    timer.timeout.connect(answer)
-    timer.start(50)
-    mime = QMimeData()
-    mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
-    try:
-        ok = win.inputs.handle_mime(mime)
-        qtbot.wait(200)
-    finally:
-        timer.stop()
-    return ok, seen[0] if seen else ""
-
-
 def _folder(tmp_path: Path, n: int = 3) -> Path:
     folder = tmp_path / "shots"
     for i in range(n):
@@ -174,7 +144,7 @@ def _folder(tmp_path: Path, n: int = 3) -> Path:
 def test_a_dropped_folder_asks_first_and_cancel_starts_nothing(qtbot: QtBot, win: MainWindow,
                                                                 tmp_path: Path) -> None:
     folder = _folder(tmp_path)
-    ok, text = _drop_answering(qtbot, win, [folder], accept=False)
+    ok, text = drop_answering(qtbot, win, [folder], accept=False)
     assert text, "no question: the batch started at once"
     assert "3 images" in text and str(folder / "web2code-html") in text, text
     assert not ok and win.requests.batch_dialog is None and not win.requests.batch_running
@@ -184,7 +154,7 @@ def test_a_dropped_folder_asks_first_and_cancel_starts_nothing(qtbot: QtBot, win
 def test_a_dropped_folder_converts_once_the_user_agrees(qtbot: QtBot, win: MainWindow, tmp_path: Path) -> None:
     folder = _folder(tmp_path, 2)
     win.params.max_tokens.setValue(6)
-    ok, text = _drop_answering(qtbot, win, [folder], accept=True)
+    ok, text = drop_answering(qtbot, win, [folder], accept=True)
     assert ok and "2 images" in text, text
     dlg = win.requests.batch_dialog
     assert dlg is not None
@@ -309,7 +279,7 @@ def test_screenshot_of_a_batch_in_progress(qtbot: QtBot, win: MainWindow, tmp_pa
 def test_dropped_files_without_a_folder_start_at_once(qtbot: QtBot, win: MainWindow, tmp_path: Path) -> None:
     files = [page_image(tmp_path / "x.png"), page_image(tmp_path / "y.png", color="#cc3333")]
     win.params.max_tokens.setValue(4)
-    ok, text = _drop_answering(qtbot, win, files, accept=False)
+    ok, text = drop_answering(qtbot, win, files, accept=False)
     assert ok and text == "" and win.requests.batch_dialog is not None  # no question: each file was chosen
     dlg = win.requests.batch_dialog
     qtbot.waitUntil(lambda: not dlg.running and len(dlg.results) == 2, timeout=120000)
