@@ -159,8 +159,8 @@ def _run(pair: Any, max_tokens: int, platform: str) -> None:
     events: list[Any] = []
 
     class _Provider(BackendProvider):
-        def job(self, request: Any, parent: Any = None) -> Any:
-            j = super().job(request, parent)
+        def job(self, request: Any, parent: Any = None, *, prepare: Any = None) -> Any:
+            j = super().job(request, parent, prepare=prepare)
             j.delivered.connect(events.extend)  # delivered on this thread, like the window's own slot
             return j
 
