@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from .image import ImageSource, load_image, prepare_for_model
-from .ocrdraft import ImageText, dominant_colours, hex_colour
+from .ocrdraft import ImageText, dominant_colours, image_text
 
 __all__ = ["ModelImage", "TextRef", "model_image"]
 
@@ -53,12 +53,7 @@ class TextRef:
         blocks = cached_blocks_for_key(self.key)
         if blocks is None:
             return None
-        colours = list(self.colours)
-        for c in (hex_colour(b.color) for b in blocks):
-            if c not in colours:
-                colours.append(c)
-        return ImageText(tuple((b.text, (b.box[0], b.box[1], b.box[2], b.box[3])) for b in blocks),
-                         tuple(colours), time.perf_counter() - t0)
+        return image_text(blocks, self.colours, time.perf_counter() - t0)
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -109,13 +110,18 @@ def read_image_text(source: object, *, nice: bool = True, run: bool = True) -> I
     found = read_blocks(rgb) if run else cached_blocks(rgb)
     if found is None:
         return None
-    blocks = found
+    return image_text(found, dominant_colours(rgb), time.perf_counter() - t0)
+
+
+def image_text(blocks: Sequence[Any], dominant: Sequence[str], seconds: float) -> ImageText:
+    """The draft source's input from OCR blocks (``text``, ``box``, ``color``) and the picture's dominant
+    colours: the blocks' colours join those, each colour once, in that order."""
     colours: list[str] = []
-    for c in [*dominant_colours(rgb), *(hex_colour(b.color) for b in blocks)]:
+    for c in [*dominant, *(hex_colour(b.color) for b in blocks)]:
         if c not in colours:
             colours.append(c)
-    return ImageText(tuple((b.text, tuple(b.box)) for b in blocks),  # type: ignore[misc]
-                     tuple(colours), time.perf_counter() - t0)
+    return ImageText(tuple((b.text, (b.box[0], b.box[1], b.box[2], b.box[3])) for b in blocks),
+                     tuple(colours), seconds)
 
 
 def wrapped_next(blocks: Sequence[tuple[str, Box]]) -> list[int | None]:
