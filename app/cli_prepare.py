@@ -60,10 +60,9 @@ def prepared_input(path: Path, args: argparse.Namespace) -> tuple[Any, Any]:
     (``None`` when off). Raises :class:`~.errors.ImageError` for a file that is no usable image."""
     if getattr(args, "no_prepare", False):
         return path, None
-    from .prepare import prepare_source
+    from .prepare import for_backend
 
-    result = prepare_source(path)
-    return (result.image if result.changed else path), result
+    return for_backend(path)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -37,7 +37,8 @@ import io
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 import cv2
 import numpy as np
@@ -61,6 +62,7 @@ BLANK_STD = 2.5  # grey standard deviation (0..255) below which an image is blan
 
 Point = tuple[float, float]
 ImageSource = Image.Image | str | os.PathLike[str] | bytes
+_S = TypeVar("_S", Image.Image, str, Path, bytes)
 U8 = np.ndarray[Any, Any]  # uint8 images and masks (numpy's dtype typing does not follow OpenCV)
 F32 = np.ndarray[Any, Any]  # float32
 
@@ -399,6 +401,13 @@ def prepare_source(source: ImageSource, *, corners: Sequence[Sequence[float]] | 
     except Exception:  # load_image below says what is wrong with the file
         orientation = 1
     return prepare(load_image(source), corners=corners, max_side=max_side, applied_orientation=orientation)
+
+
+def for_backend(source: _S) -> tuple[_S | Image.Image, Prepared]:
+    """What to hand a backend for ``source``: the prepared image, or ``source`` itself when preparation
+    changed nothing (the backend then reads it as it always did); and the record."""
+    result = prepare_source(source)
+    return (result.image if result.changed else source), result
 
 
 def prepare(img: Image.Image, *, corners: Sequence[Sequence[float]] | None = None,

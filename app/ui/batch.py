@@ -54,10 +54,10 @@ def default_output_dir(paths: list[Path]) -> Path:
 def prepared_request(request: Request) -> Request:
     """A photo of a sketch flattened, lit and cropped as the command line's batch does it
     (``cli_prepare.prepared_input``); a screenshot goes as the file it is. Runs on the engine thread."""
-    from ..prepare import prepare_source
+    from ..prepare import for_backend
 
-    result = prepare_source(request.image)  # type: ignore[arg-type]  # a batch's requests carry paths
-    return dataclasses.replace(request, image=result.image) if result.changed else request
+    image, _record = for_backend(request.image)  # type: ignore[type-var]  # a batch's requests carry paths
+    return dataclasses.replace(request, image=image)
 
 
 class BatchDialog(QDialog):
